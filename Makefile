@@ -1,0 +1,40 @@
+# Herald: the two commands are `make run` and `make test`.
+GO       ?= go
+FUZZTIME ?= 2m
+SMOKE_FUZZTIME ?= 5s
+
+.PHONY: run build test deps lint unit fuzz fuzz-smoke clean
+
+## run: start Herald with the built-in defaults (in-memory broker, dev app)
+run:
+	$(GO) run ./cmd/herald serve
+
+## build: build bin/herald
+build:
+	$(GO) build -o bin/herald ./cmd/herald
+
+## deps: install what the tests need (Node packages from the lockfile, ...)
+deps:
+	./scripts/deps.sh
+
+## test: every test, with -race, after installing what the tests need
+test: deps lint unit fuzz-smoke
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './tools/*')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt: not formatted:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+## fuzz-smoke: a short run of every fuzz target (part of make test)
+fuzz-smoke:
+	FUZZTIME=$(SMOKE_FUZZTIME) ./scripts/fuzz.sh
+
+## fuzz: a long run of every fuzz target (FUZZTIME, default 2m each)
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+clean:
+	rm -rf bin test/conformance/node_modules
