@@ -1,7 +1,7 @@
 # Herald: the two commands are `make run` and `make test`.
 GO       ?= go
 FUZZTIME ?= 2m
-SMOKE_FUZZTIME ?= 5s
+SMOKE_FUZZTIME ?= 10s
 
 .PHONY: run build test deps lint unit fuzz fuzz-smoke clean
 
