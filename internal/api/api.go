@@ -80,6 +80,7 @@ func New(cfg Config, node *session.Node, log *slog.Logger) *API {
 	a.mux.HandleFunc("GET /apps/{app}/channels", a.observed("channels", a.signed(a.channels)))
 	a.mux.HandleFunc("GET /apps/{app}/channels/{channel}", a.observed("channel", a.signed(a.channel)))
 	a.mux.HandleFunc("GET /apps/{app}/channels/{channel}/users", a.observed("users", a.signed(a.users)))
+	a.mux.HandleFunc("GET /apps/{app}/channels/{channel}/history", a.observed("history", a.signed(a.history)))
 	a.mux.HandleFunc("POST /apps/{app}/users/{user}/terminate_connections", a.observed("terminate_connections", a.signed(a.terminate)))
 	a.mux.HandleFunc("/apps/", a.observed("unknown", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "No such API endpoint: "+r.Method+" "+r.URL.Path)

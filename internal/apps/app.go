@@ -80,6 +80,11 @@ type App struct {
 	// queued within this window after the first (e.g. "50ms"; a bare number
 	// is milliseconds; at most 1m). Default 0: exactly one event per request.
 	WebhookBatching Duration `yaml:"webhook_batching"`
+	// History opts channels into history and recovery: per-channel serials
+	// on API events, the last events kept, replay on resubscribe (see
+	// HistoryRule). The first rule whose patterns match a channel applies.
+	// Default none.
+	History []HistoryRule `yaml:"history"`
 }
 
 // Defaults for App limits.
@@ -146,4 +151,5 @@ func (a *App) ApplyDefaults() {
 	def(&a.CacheTTL, DefaultCacheTTL)
 	def(&a.MaxQueuedBytes, DefaultMaxQueuedBytes)
 	def(&a.APIRequestsPerSecond, DefaultAPIRequestsPerSecond)
+	a.applyHistoryDefaults()
 }

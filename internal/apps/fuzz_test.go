@@ -41,6 +41,11 @@ func FuzzParse(f *testing.F) {
 			if a.MaxEventSize <= 0 || a.ActivityTimeout <= 0 {
 				t.Fatalf("app defaults not applied: %+v", a)
 			}
+			for _, r := range a.History {
+				if r.MaxEvents <= 0 || r.MaxEvents > MaxHistoryMaxEvents || r.MaxAge.Duration < MinHistoryMaxAge || r.MaxAge.Duration > MaxHistoryMaxAge {
+					t.Fatalf("history rule out of bounds after defaults: %+v", r)
+				}
+			}
 		}
 		if _, err := NewRegistry(c.Apps); err != nil {
 			t.Fatalf("NewRegistry on a valid config: %v", err)

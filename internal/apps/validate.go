@@ -67,7 +67,8 @@ func (e *FieldError) Is(target error) bool {
 // when set; log_level and log_format empty or valid; path_prefix empty or
 // starting, but not ending, with '/'; webhooks with an http(s) URL, known
 // event types and headers that do not replace Herald's own, webhook_batching
-// between 0 and 1m. Zero limits are valid (they mean the default). Validate
+// between 0 and 1m; history rules with channel patterns, max_events in 1..10000
+// and max_age in 1s..24h. Zero limits are valid (they mean the default). Validate
 // does not modify c.
 func (c *Config) Validate() error {
 	var errs []error
@@ -193,6 +194,7 @@ func validateApp(i int, a *App, ids, keys map[string]string) []error {
 		add("activity_timeout", fmt.Sprintf("must be between 1 and %d seconds; got %d", MaxActivityTimeout, a.ActivityTimeout))
 	}
 	validateWebhooks(a, add)
+	validateHistory(a, add)
 	return errs
 }
 

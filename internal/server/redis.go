@@ -69,6 +69,7 @@ func dialRedis(cfg *apps.Config, h *hub.Hub, node *session.Node, log *slog.Logge
 	}
 	node.Presence, node.Occupancy, node.Users = st.Presence(), st.Occupancy(), st.Users()
 	node.Cache, node.Locks = st.Cache(), st.Locks()
+	node.History = rb.History() // a stream per history channel on its shard
 	peers := newAPIPeers(be.Clients[0], id, cfg.Role != apps.RoleEdge, log)
 	log.Info("connected to redis", "shards", len(be.URLs), "cluster", be.Cluster)
 	return rb, peers, []func(){peers.stop, func() { st.Close() }, be.Close}, nil

@@ -18,6 +18,7 @@ import (
 	"github.com/heraldrt/herald/internal/broker"
 	"github.com/heraldrt/herald/internal/broker/redisbroker"
 	"github.com/heraldrt/herald/internal/edge"
+	"github.com/heraldrt/herald/internal/history"
 	"github.com/heraldrt/herald/internal/hub"
 	"github.com/heraldrt/herald/internal/ops"
 	"github.com/heraldrt/herald/internal/protocol"
@@ -130,6 +131,7 @@ func New(opts Options) (*Server, error) {
 		node.Occupancy = state.NewMemoryOccupancy()
 		node.Users = state.NewMemoryUsers()
 		node.Cache = state.NewMemoryCache()
+		node.History = history.NewMemory(b, history.MemoryOptions{})
 	}
 	node.Broker = b
 	ecfg := opts.Edge

@@ -35,6 +35,10 @@ type Node struct {
 	Observer  hooks.Observer
 	Log       *slog.Logger
 
+	// nodeHistory gives Node its History field: channel history and
+	// recovery (recovery.go).
+	nodeHistory
+
 	locksOnce sync.Once
 	mu        sync.Mutex
 	sockets   map[string]*Session
@@ -172,6 +176,9 @@ func (n *Node) PublishEvent(ctx context.Context, a *apps.App, channel, event, da
 		if err := n.Cache.Set(ctx, a.ID, channel, state.CachedEvent{Event: event, Data: data}, ttl); err != nil {
 			return err
 		}
+	}
+	if r := a.HistoryFor(channel); r != nil && n.History != nil {
+		return n.publishHistory(ctx, a, r, channel, event, data, exclude)
 	}
 	err := n.Broker.Publish(ctx, &broker.Message{
 		Topic:   broker.Topic{App: a.ID, Channel: channel},

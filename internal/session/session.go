@@ -49,7 +49,16 @@ type Session struct {
 
 type subscription struct {
 	channel protocol.Channel
-	userID  string // presence only
+	userID  string   // presence only
+	hub     hub.Conn // what joined the hub (nil: the session's conn)
+}
+
+// hubConn returns what sub joined the hub with.
+func (sub *subscription) hubConn(c Conn) hub.Conn {
+	if sub.hub != nil {
+		return sub.hub
+	}
+	return c
 }
 
 type signedInUser struct {

@@ -10,6 +10,7 @@ import (
 	"github.com/heraldrt/herald/internal/apps"
 	"github.com/heraldrt/herald/internal/auth"
 	"github.com/heraldrt/herald/internal/broker"
+	"github.com/heraldrt/herald/internal/hub"
 	"github.com/heraldrt/herald/internal/protocol"
 	"github.com/heraldrt/herald/internal/state"
 )
@@ -20,6 +21,8 @@ type subscribeData struct {
 	Channel     string          `json:"channel"`
 	Auth        string          `json:"auth"`
 	ChannelData json.RawMessage `json:"channel_data"`
+	// LastSerial asks for the events after this serial (history recovery).
+	LastSerial json.RawMessage `json:"last_serial"`
 }
 
 // failure describes a refused subscription.
@@ -119,7 +122,12 @@ func (s *Session) subscribe(f *protocol.ClientFrame) {
 
 	ctx := s.ctx
 	n := s.node
-	if err := n.Hub.Join(ctx, s.topic(name), s.conn); err != nil {
+	rec := s.newRecovery(name, d.LastSerial)
+	hc := rec.hubConn(s.conn)
+	if hc != hub.Conn(s.conn) {
+		sub.hub = hc
+	}
+	if err := n.Hub.Join(ctx, s.topic(name), hc); err != nil {
 		n.log().Warn("subscribe failed", "app", s.app.ID, "channel", name, "err", err)
 		s.fail(name, failure{code: 0, kind: "ServerError", status: 500, msg: "Subscription failed, try again"})
 		return
@@ -129,7 +137,7 @@ func (s *Session) subscribe(f *protocol.ClientFrame) {
 		var err error
 		added, err = n.Presence.Join(ctx, s.app.ID, name, member, s.socketID, s.app.MaxPresenceMembers)
 		if err != nil {
-			n.Hub.Leave(s.topic(name), s.conn)
+			n.Hub.Leave(s.topic(name), hc)
 			if errors.Is(err, state.ErrChannelFull) {
 				s.fail(name, limitFailure(protocol.CodeOverCapacity,
 					"Presence channel "+name+" is full (limit "+strconv.Itoa(s.app.MaxPresenceMembers)+" members)"))
@@ -159,9 +167,12 @@ func (s *Session) subscribe(f *protocol.ClientFrame) {
 		n.observer().MemberAdded(s.app.ID, name, member.UserID)
 	}
 	s.resendSucceeded(sub)
-	if ch.Cache {
+	// Recovery: the missed events (or herald:recovery_failed), then the
+	// live ones; a client brought up to date needs no cached event.
+	if recovered := rec.replay(); ch.Cache && !recovered {
 		s.replayCache(name)
 	}
+	rec.goLive()
 	if err == nil {
 		s.subscriptionCount(ch, count, true)
 	}
@@ -380,7 +391,7 @@ func (s *Session) leave(sub *subscription) {
 	}
 	n := s.node
 	ctx := s.ctx
-	n.Hub.Leave(s.topic(name), s.conn)
+	n.Hub.Leave(s.topic(name), sub.hubConn(s.conn))
 	if sub.channel.IsPresence() {
 		removed, err := n.Presence.Leave(ctx, s.app.ID, name, sub.userID, s.socketID)
 		if err != nil {

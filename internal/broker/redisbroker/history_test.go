@@ -1,0 +1,103 @@
+package redisbroker
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/heraldrt/herald/internal/broker"
+	"github.com/heraldrt/herald/internal/history"
+	"github.com/heraldrt/herald/internal/history/historytest"
+	"github.com/heraldrt/herald/internal/redistest"
+)
+
+var historyApps atomic.Int64
+
+// historyFixture publishes through node a's store and watches through node
+// b, a second broker on the same Redis: what the script publishes reaches
+// other nodes.
+func historyFixture(shards []string, cluster string) func(t *testing.T) *historytest.Fixture {
+	return func(t *testing.T) *historytest.Fixture {
+		o := Options{ProbeInterval: -1}
+		a := newNode(t, shards, cluster, o)
+		b := newNode(t, shards, cluster, o)
+		return &historytest.Fixture{
+			Store:     a.br.History(),
+			Subscribe: func(t testing.TB, tp broker.Topic) { b.subscribe(t, tp) },
+			Next:      func(t testing.TB) *broker.Message { return b.sink.next(t, 3*time.Second) },
+			Advance:   time.Sleep, // Redis's clock
+			App:       "happ" + strconv.FormatInt(historyApps.Add(1), 10),
+		}
+	}
+}
+
+func TestHistoryShards(t *testing.T) {
+	r0, r1 := redistest.Start(t), redistest.Start(t)
+	historytest.Run(t, historyFixture([]string{r0.URL(), r1.URL()}, ""))
+}
+
+func TestHistoryRedisCluster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	historytest.Run(t, historyFixture(nil, cl.Seed()))
+}
+
+// The stream lives on the channel's shard, under the channel's pub/sub
+// name, with the documented fields, and expires with the channel's history.
+func TestHistoryStreamLayout(t *testing.T) {
+	r0, r1 := redistest.Start(t), redistest.Start(t)
+	n := newNode(t, []string{r0.URL(), r1.URL()}, "", Options{ProbeInterval: -1})
+	shards := []*redistest.Server{r0, r1}
+	for i := 0; i < 2; i++ {
+		tp := topicsOn(n.be, "layout", i, 1)[0]
+		p := history.Policy{MaxEvents: 3, MaxAge: time.Minute}
+		var last uint64
+		for j := 0; j < 5; j++ {
+			s, err := n.br.History().Publish(context.Background(), tp, p, "e", "d"+strconv.Itoa(j), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = s
+		}
+		key := channelName(tp)
+		if got, err := shards[i].Do("XLEN", key); err != nil || got != "3" {
+			t.Fatalf("shard %d: XLEN %q = %q, %v; want 3", i, key, got, err)
+		}
+		if got, _ := shards[1-i].Do("EXISTS", key); got != "0" {
+			t.Fatalf("the stream is also on shard %d", 1-i)
+		}
+		c := n.be.Clients[i]
+		top, err := c.Do(context.Background(), c.B().Xrevrange().Key(key).End("+").Start("-").Count(1).Build()).AsXRange()
+		if err != nil || len(top) != 1 || top[0].ID != strconv.FormatUint(last, 10)+"-0" ||
+			top[0].FieldValues["d"] != "d4" || top[0].FieldValues["e"] != "e" || top[0].FieldValues["p"] == "" {
+			t.Fatalf("newest entry: %+v, %v; want id %d-0 with p, e, d", top, err, last)
+		}
+		ttl, err := shards[i].Do("PTTL", key)
+		if ms, _ := strconv.Atoi(ttl); err != nil || ms <= 60_000 || ms > 120_000 {
+			t.Fatalf("PTTL = %q, %v; want twice the max age", ttl, err)
+		}
+	}
+}
+
+// A shard that does not answer fails Publish and Since within the timeouts
+// with an error naming the shard, and retains nothing.
+func TestHistoryShardDown(t *testing.T) {
+	r0 := redistest.Start(t)
+	n := newNode(t, []string{r0.URL()}, "", Options{ProbeInterval: -1, PublishTimeout: 300 * time.Millisecond})
+	tp := broker.Topic{App: "down", Channel: "chat"}
+	p := history.Policy{MaxEvents: 3, MaxAge: time.Minute}
+	if _, err := n.br.History().Publish(context.Background(), tp, p, "e", "d", ""); err != nil {
+		t.Fatal(err)
+	}
+	r0.Kill()
+	start := time.Now()
+	_, err := n.br.History().Publish(context.Background(), tp, p, "e", "d", "")
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1") || time.Since(start) > 2*time.Second {
+		t.Fatalf("publish on a dead shard: %v after %v", err, time.Since(start))
+	}
+	if _, err := n.br.History().Since(context.Background(), tp, p, 0); err == nil {
+		t.Fatal("since on a dead shard succeeded")
+	}
+}
