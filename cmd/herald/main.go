@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -88,6 +89,9 @@ func serve(args []string, stderr io.Writer) int {
 	redisURLs := fs.String("redis", envOr("HERALD_REDIS", ""), "comma-separated redis:// URLs of independent Redis shards (env HERALD_REDIS); empty: in-memory, one process")
 	redisCluster := fs.String("redis-cluster", envOr("HERALD_REDIS_CLUSTER", ""), "redis:// URL of a Redis Cluster node (env HERALD_REDIS_CLUSTER)")
 	internalAddr := fs.String("internal-addr", envOr("HERALD_INTERNAL_ADDR", ""), "listen address of the internal listener: /metrics, /debug/pprof/, /dashboard (env HERALD_INTERNAL_ADDR; default 127.0.0.1:9601; \"off\" disables)")
+	tlsCert := fs.String("tls-cert", envOr("HERALD_TLS_CERT", ""), "PEM certificate chain: serve wss:// and https:// on --addr (env HERALD_TLS_CERT; with --tls-key)")
+	tlsKey := fs.String("tls-key", envOr("HERALD_TLS_KEY", ""), "PEM private key of --tls-cert (env HERALD_TLS_KEY)")
+	perIP := fs.String("max-connections-per-ip", envOr("HERALD_MAX_CONNECTIONS_PER_IP", ""), "WebSocket connections one source address may hold, 4100 past it (env HERALD_MAX_CONNECTIONS_PER_IP; default 0: unlimited)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -144,6 +148,17 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	if t, ok := os.LookupEnv("HERALD_ADMIN_TOKEN"); ok && t != "" {
 		cfg.AdminToken = t
+	}
+	if *tlsCert != "" || *tlsKey != "" {
+		cfg.TLSCert, cfg.TLSKey = *tlsCert, *tlsKey
+	}
+	if *perIP != "" {
+		n, err := strconv.Atoi(*perIP)
+		if err != nil {
+			fmt.Fprintf(stderr, "herald: --max-connections-per-ip (HERALD_MAX_CONNECTIONS_PER_IP) must be a number; got %q\n", *perIP)
+			return 2
+		}
+		cfg.MaxConnectionsPerIP = n
 	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "herald: %v\n", err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/heraldrt/herald/internal/apps"
 	"github.com/heraldrt/herald/internal/auth"
+	"github.com/heraldrt/herald/internal/protocol"
 	"github.com/heraldrt/herald/internal/ratelimit"
 	"github.com/heraldrt/herald/internal/session"
 )
@@ -167,6 +168,10 @@ func (a *API) signed(h func(w http.ResponseWriter, req *request)) http.HandlerFu
 			return
 		}
 		if !a.allow(w, app) {
+			return
+		}
+		if protocol.TooDeep(body, protocol.MaxJSONDepth) {
+			writeError(w, http.StatusBadRequest, "Invalid JSON body: "+protocol.ErrTooDeep.Error())
 			return
 		}
 		h(w, &request{app: app, body: body, r: r})

@@ -21,6 +21,13 @@ type App struct {
 	ClientEvents bool `yaml:"client_events"`
 	// MaxConnections caps concurrent connections (4004 past it). 0 = unlimited (default).
 	MaxConnections int `yaml:"max_connections"`
+	// AllowedOrigins, when set, lists the browser origins that may open
+	// WebSockets to the app: "*", "https://app.example.com",
+	// "https://*.example.com" (any subdomain), "http://localhost:3000", or a
+	// bare host ("example.com": any scheme and port). Other origins are
+	// refused with 4009; a handshake without Origin (not a browser) is
+	// allowed. Default none: every origin.
+	AllowedOrigins []string `yaml:"allowed_origins"`
 	// MaxEventSize caps the data of one event in bytes, from the API (413) or a
 	// client (4301). Default 10240.
 	MaxEventSize int `yaml:"max_event_size"`

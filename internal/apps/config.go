@@ -57,6 +57,17 @@ type Config struct {
 	// (403); /metrics and pprof are served without it on the internal
 	// listener. At least 16 characters; never logged.
 	AdminToken string `yaml:"admin_token"`
+	// TLSCert and TLSKey are PEM files (certificate chain, private key) that
+	// turn on TLS on the public listener: wss:// and https:// on Addr.
+	// Default "" (plain TCP; terminate TLS in front of Herald). Both or
+	// neither.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// MaxConnectionsPerIP caps the WebSocket connections one source address
+	// (one IPv4 address, one IPv6 /64) may hold on this node, across apps;
+	// past it the handshake is refused with 4100 (back off and retry).
+	// Default 0: unlimited (behind a proxy every client has its address).
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 	// Apps lists the tenants; at least one is required. Each app's zero limits
 	// take the defaults documented on App.
 	Apps []*App `yaml:"apps"`

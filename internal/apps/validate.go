@@ -110,6 +110,7 @@ func (c *Config) Validate() error {
 		// Never echo the token itself.
 		add(&FieldError{Field: "admin_token", Problem: fmt.Sprintf("must be at least 16 characters without spaces; got %d characters", len(t))})
 	}
+	validateSecurity(c, add)
 	if c.NodeTimeout < 0 {
 		add(&FieldError{Field: "node_timeout", Problem: fmt.Sprintf("must not be negative; got %d", c.NodeTimeout)})
 	}
@@ -193,6 +194,7 @@ func validateApp(i int, a *App, ids, keys map[string]string) []error {
 	if a.ActivityTimeout > MaxActivityTimeout {
 		add("activity_timeout", fmt.Sprintf("must be between 1 and %d seconds; got %d", MaxActivityTimeout, a.ActivityTimeout))
 	}
+	validateOrigins(a, add)
 	validateWebhooks(a, add)
 	validateHistory(a, add)
 	return errs

@@ -45,6 +45,10 @@ type Config struct {
 	// CloseGrace bounds how long a closing connection may take to drain its
 	// queue before it is cut. Default 5 s.
 	CloseGrace time.Duration
+	// MaxConnectionsPerIP caps the connections of one source address (an
+	// IPv4 address, an IPv6 /64), across apps; past it the handshake is
+	// refused with 4100. Default 0: unlimited.
+	MaxConnectionsPerIP int
 }
 
 // Stats are the endpoint's counters.
@@ -123,6 +127,7 @@ type Server struct {
 	quit   chan struct{}
 	stop   sync.Once
 	drain  atomic.Bool
+	peers  peers // per-address limit, TLS bridges (peers.go)
 }
 
 // New starts the poller, the flushers and the idle sweeper.
@@ -147,6 +152,7 @@ func New(cfg Config, node *session.Node, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, node: node, apps: node.Apps, log: log, poller: p, flushq: newFlushQueue(), quit: make(chan struct{})}
+	s.peers.max = cfg.MaxConnectionsPerIP
 	s.bg.Add(2 + cfg.Flushers)
 	go func() { defer s.bg.Done(); p.run() }()
 	for i := 0; i < cfg.Flushers; i++ {
@@ -233,8 +239,9 @@ func (s *Server) check(c *conn, now int64) {
 
 // ServeHTTP upgrades /app/{key} requests and runs the handshake checks in the
 // documented order: path (4005), app (4001), protocol (4007), disabled (4003),
-// quota (4004). A failed check completes the upgrade, sends pusher:error and
-// closes with the same code.
+// origin (4009), connections of the source address (4100), quota (4004). A
+// failed check completes the upgrade, sends pusher:error and closes with the
+// same code.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	key, pathOK := s.appKey(r.URL.Path)
 	if !isUpgrade(r) {
@@ -284,15 +291,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reject(protocol.CodeAppDisabled)
 		return
 	}
+	addr, code, msg := s.admit(r, app) // origin 4009, per-address 4100 (peers.go)
+	if code != 0 {
+		s.refuse(nc, code, msg, r.RemoteAddr)
+		return
+	}
 	c := &conn{srv: s, app: app, fd: -1}
 	sess, err := s.node.Start(app, c)
 	if err != nil {
+		s.peers.release(addr)
 		reject(protocol.CodeOverQuota)
 		return
 	}
 	c.sess = sess
 	c.id = sess.SocketID()
-	fd, err := detach(nc)
+	fd, err := s.takeOver(nc, c, addr) // the socket, or a TLS bridge (tls.go)
 	if err != nil {
 		s.log.Error("cannot take over socket", "err", err)
 		sess.Closed()
@@ -325,7 +338,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func detach(nc net.Conn) (int, error) {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
-		return -1, errors.New("edge: connection has no file descriptor (TLS is not supported on this listener yet)")
+		return -1, errors.New("edge: connection has no file descriptor")
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
@@ -347,8 +360,6 @@ func detach(nc net.Conn) (int, error) {
 	}
 	return fd, nil
 }
-
-func (s *Server) untrack(*conn) {}
 
 // appKey extracts {key} from PathPrefix/app/{key}.
 func (s *Server) appKey(path string) (string, bool) {

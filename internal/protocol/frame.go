@@ -22,7 +22,11 @@ var (
 )
 
 // DecodeClientFrame parses one client message. It never panics on any input.
+// A message nested deeper than MaxJSONDepth is refused with ErrTooDeep.
 func DecodeClientFrame(b []byte) (*ClientFrame, error) {
+	if TooDeep(b, MaxJSONDepth) {
+		return nil, ErrTooDeep
+	}
 	var f ClientFrame
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, ErrNotJSON
@@ -35,7 +39,8 @@ func DecodeClientFrame(b []byte) (*ClientFrame, error) {
 
 // DataObject returns the frame's data as raw JSON of an object, decoding one
 // level of string encoding if the client double-encoded it. It returns nil if
-// data is absent or null.
+// data is absent or null, or if the decoded string nests deeper than
+// MaxJSONDepth.
 func (f *ClientFrame) DataObject() json.RawMessage {
 	d := f.Data
 	if len(d) == 0 || string(d) == "null" {
@@ -44,6 +49,9 @@ func (f *ClientFrame) DataObject() json.RawMessage {
 	if d[0] == '"' {
 		var s string
 		if json.Unmarshal(d, &s) == nil {
+			if TooDeep([]byte(s), MaxJSONDepth) {
+				return nil
+			}
 			return json.RawMessage(s)
 		}
 	}

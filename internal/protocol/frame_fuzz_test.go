@@ -1,7 +1,9 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"testing"
 	"unicode/utf8"
 )
@@ -21,13 +23,20 @@ func FuzzDecodeClientFrame(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	f.Add([]byte(`{"event":"e","data":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}`))
+	f.Add([]byte(`{"event":"e","data":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"]\"]"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if json.Valid(b) {
+			if want := jsonDepth(t, b) > MaxJSONDepth; TooDeep(b, MaxJSONDepth) != want {
+				t.Fatalf("TooDeep(%q) = %v, want %v", b, !want, want)
+			}
+		}
 		fr, err := DecodeClientFrame(b)
 		if err != nil {
 			if fr != nil {
 				t.Fatalf("frame %+v with error %v", fr, err)
 			}
-			if err != ErrNotJSON && err != ErrMissingEvent {
+			if err != ErrNotJSON && err != ErrMissingEvent && err != ErrTooDeep {
 				t.Fatalf("unexpected error %v", err)
 			}
 			return
@@ -53,11 +62,34 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		}
 		if fr.Data[0] == '"' {
 			var s string
-			if json.Unmarshal(fr.Data, &s) == nil && string(d) != s {
+			if json.Unmarshal(fr.Data, &s) == nil && string(d) != s && (d != nil || !TooDeep([]byte(s), MaxJSONDepth)) {
 				t.Fatalf("DataObject of string %q = %q, want %q", fr.Data, d, s)
 			}
 		}
 	})
+}
+
+// jsonDepth is the nesting depth of valid JSON b, from encoding/json's tokens.
+func jsonDepth(t *testing.T, b []byte) int {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	depth, deepest := 0, 0
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return deepest
+		}
+		if err != nil {
+			// encoding/json refuses nesting past 10000 levels.
+			return 10001
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+			deepest = max(deepest, depth)
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+	}
 }
 
 func FuzzAppendString(f *testing.F) {

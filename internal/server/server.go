@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,6 +63,7 @@ type Server struct {
 	draining atomic.Bool
 	served   chan error
 
+	tls      *tls.Config // public listener's TLS (tls.go); nil: plain TCP
 	metrics  *ops.Metrics
 	internal *ops.Internal
 	ihttp    *http.Server
@@ -138,12 +140,20 @@ func New(opts Options) (*Server, error) {
 	if ecfg.PathPrefix == "" {
 		ecfg.PathPrefix = opts.Config.PathPrefix
 	}
+	if ecfg.MaxConnectionsPerIP == 0 {
+		ecfg.MaxConnectionsPerIP = opts.Config.MaxConnectionsPerIP
+	}
+	tlsCfg, err := loadTLS(opts.Config, log)
+	if err != nil {
+		_ = wh.Close(context.Background())
+		return nil, err
+	}
 	es, err := edge.New(ecfg, node, log)
 	if err != nil {
 		_ = wh.Close(context.Background()) // nothing is queued yet
 		return nil, fmt.Errorf("server: websocket endpoint: %w", err)
 	}
-	s := &Server{opts: opts, log: log, node: node, broker: b, edge: es, webhooks: wh, closers: closers,
+	s := &Server{opts: opts, log: log, node: node, broker: b, edge: es, webhooks: wh, closers: closers, tls: tlsCfg,
 		served: make(chan error, 1), metrics: metrics, iserved: make(chan error, 1)}
 	src := ops.Sources{Apps: opts.Config.Apps, Node: node, Edge: es, Webhooks: wh, Redis: redisBroker}
 	mux := http.NewServeMux()
@@ -200,6 +210,9 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("server: listen %s: %w", s.opts.Addr, err)
 	}
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
+	}
 	s.ln = ln
 	if ia := s.opts.InternalAddr; ia != "" && ia != "off" {
 		iln, err := net.Listen("tcp", ia)
@@ -222,7 +235,7 @@ func (s *Server) Start() error {
 		}
 	}
 	go func() { s.served <- s.http.Serve(ln) }()
-	s.log.Info("herald listening", "addr", ln.Addr().String(), "apps", len(s.opts.Config.Apps),
+	s.log.Info("herald listening", "addr", ln.Addr().String(), "tls", s.tls != nil, "apps", len(s.opts.Config.Apps),
 		"role", or(s.opts.Config.Role, apps.RoleAll))
 	return nil
 }

@@ -42,6 +42,10 @@ func (s *Session) signin(f *protocol.ClientFrame) {
 		return
 	}
 	var u userData
+	if protocol.TooDeep([]byte(ud), protocol.MaxJSONDepth) {
+		s.sendError(protocol.CodeUnauthorized, "Invalid user_data: "+protocol.ErrTooDeep.Error(), "")
+		return
+	}
 	if json.Unmarshal([]byte(ud), &u) != nil {
 		s.sendError(protocol.CodeUnauthorized, "Invalid user_data: not a JSON object", "")
 		return
@@ -65,6 +69,12 @@ func (s *Session) signin(f *protocol.ClientFrame) {
 	info := u.UserInfo
 	if string(info) == "null" {
 		info = nil
+	}
+	if len(info) > s.app.MaxUserInfoSize {
+		// The same limit as presence channel_data: this user_info is what a
+		// presence channel joined without channel_data shows.
+		s.sendError(protocol.CodeClientEventLimit, "user_info is larger than "+strconv.Itoa(s.app.MaxUserInfoSize)+" bytes", "")
+		return
 	}
 	watch := u.Watchlist
 	tooMany := len(watch) > s.app.MaxWatchlist
@@ -212,6 +222,11 @@ func (s *Session) clientEvent(f *protocol.ClientFrame) {
 	}
 	if len(f.Data) > s.app.MaxEventSize {
 		s.sendError(protocol.CodeClientEventLimit, "Client event data is larger than "+strconv.Itoa(s.app.MaxEventSize)+" bytes", f.Channel)
+		return
+	}
+	if len(f.Data) > 0 && f.Data[0] == '"' && protocol.StringTooDeep(channelDataString(f.Data), protocol.MaxJSONDepth) {
+		// Subscribers parse string data as JSON (pusher-js does).
+		s.sendError(protocol.CodeClientEventLimit, "Client event data is nested deeper than "+strconv.Itoa(protocol.MaxJSONDepth)+" levels", f.Channel)
 		return
 	}
 	if !s.takeToken() {

@@ -248,6 +248,10 @@ func (s *Session) presenceMember(name string, d subscribeData) (state.Member, bo
 		UserID   json.RawMessage `json:"user_id"`
 		UserInfo json.RawMessage `json:"user_info"`
 	}
+	if protocol.TooDeep([]byte(cd), protocol.MaxJSONDepth) {
+		s.fail(name, validationFailure("Invalid channel_data: "+protocol.ErrTooDeep.Error()))
+		return state.Member{}, false
+	}
 	if json.Unmarshal([]byte(cd), &data) != nil {
 		s.fail(name, validationFailure("Invalid channel_data: not a JSON object"))
 		return state.Member{}, false

@@ -60,10 +60,16 @@ func (f WSFrame) DataString(t testing.TB) string {
 // pusher:connection_established.
 func Dial(t testing.TB, addr, key string) *WSClient {
 	t.Helper()
+	return DialURL(t, "ws://"+addr+"/app/"+key+"?protocol=7&client=go-conformance&version=1.0&flash=false", ws.Dialer{})
+}
+
+// DialURL connects to a full ws:// or wss:// URL with dialer and waits for
+// pusher:connection_established.
+func DialURL(t testing.TB, url string, dialer ws.Dialer) *WSClient {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	url := "ws://" + addr + "/app/" + key + "?protocol=7&client=go-conformance&version=1.0&flash=false"
-	conn, br, _, err := ws.Dial(ctx, url)
+	conn, br, _, err := dialer.Dial(ctx, url)
 	if err != nil {
 		t.Fatalf("dial %s: %v", url, err)
 	}
