@@ -128,9 +128,13 @@ var (
 	dRedisDeliv    = desc("herald_redis_delivered_total", "Messages received from Redis pub/sub.")
 	dRedisReconn   = desc("herald_redis_resubscribes_total", "Subscriptions restored after a lost connection or failed probe.")
 	dRedisTopics   = desc("herald_redis_topics", "Redis pub/sub topics subscribed.")
+	dHistPub       = desc("herald_history_published_total", "Events published with a serial on history channels.")
+	dHistRecovery  = desc("herald_history_recoveries_total", "Resubscriptions with last_serial, by result (recovered or a recovery_failed reason).", "result")
+	dHistEvents    = desc("herald_history_recovered_events_total", "Missed events sent by successful recoveries.")
 	allDescriptors = []*prometheus.Desc{dConnections, dOpened, dRejected, dClosed, dSubs, dPublished, dDelivered,
 		dClientEvents, dFramesIn, dBytesIn, dBytesOut, dSlow, dRateLimited, dWHQueued, dWHHeld, dWHSent, dWHFailed,
-		dWHDropped, dWHRetries, dRedisPub, dRedisPubErr, dRedisDeliv, dRedisReconn, dRedisTopics}
+		dWHDropped, dWHRetries, dRedisPub, dRedisPubErr, dRedisDeliv, dRedisReconn, dRedisTopics,
+		dHistPub, dHistRecovery, dHistEvents}
 )
 
 // Describe implements prometheus.Collector.
@@ -158,6 +162,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dPublished, float64(nc.ClientEvents), "client")
 		counter(dClientEvents, float64(nc.ClientEvents))
 		counter(dRateLimited, float64(nc.ClientEventsRateLimited), "client_event")
+		hs := n.HistoryStats()
+		counter(dHistPub, float64(hs.Published))
+		counter(dHistRecovery, float64(hs.Recovered), "recovered")
+		for reason, v := range hs.Failed {
+			counter(dHistRecovery, float64(v), reason)
+		}
+		counter(dHistEvents, float64(hs.RecoveredEvents))
 		if h := n.Hub; h != nil {
 			counter(dDelivered, float64(h.Delivered()))
 			for k, name := range hub.KindNames {

@@ -37,6 +37,7 @@ type Herald struct {
 	Addr   string // host:port
 	Host   string
 	Port   string
+	TLS    *TLSCert // non-nil: the public listener serves TLS (StartHeraldTLS)
 	config string
 	env    []string
 
@@ -68,6 +69,11 @@ func (l *lockedBuffer) String() string {
 // for data races and panics, when the test ends.
 func StartHerald(t testing.TB, bin, config string, env ...string) *Herald {
 	t.Helper()
+	return startHerald(t, bin, config, nil, env)
+}
+
+func startHerald(t testing.TB, bin, config string, cert *TLSCert, env []string) *Herald {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "herald.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
@@ -79,7 +85,7 @@ func StartHerald(t testing.TB, bin, config string, env ...string) *Herald {
 	addr := l.Addr().String()
 	l.Close()
 	host, port, _ := net.SplitHostPort(addr)
-	h := &Herald{t: t, bin: bin, Addr: addr, Host: host, Port: port, config: path, env: env}
+	h := &Herald{t: t, bin: bin, Addr: addr, Host: host, Port: port, config: path, env: env, TLS: cert}
 	h.start()
 	t.Cleanup(func() {
 		h.Stop()
@@ -109,7 +115,7 @@ func (h *Herald) start() {
 
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		resp, err := http.Get("http://" + h.Addr + "/readyz")
+		resp, err := h.readyz()
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()

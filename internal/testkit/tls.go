@@ -106,3 +106,20 @@ func DialTLS(t testing.TB, addr, key string, cert *TLSCert) *WSClient {
 	url := "wss://" + addr + "/app/" + key + "?protocol=7&client=go-conformance&version=1.0&flash=false"
 	return DialURL(t, url, ws.Dialer{TLSConfig: cert.ClientConfig()})
 }
+
+// StartHeraldTLS is StartHerald with TLS on the public listener: the
+// certificate is passed as HERALD_TLS_CERT and HERALD_TLS_KEY, and readiness
+// is checked over https.
+func StartHeraldTLS(t testing.TB, bin, config string, cert *TLSCert, env ...string) *Herald {
+	t.Helper()
+	env = append([]string{"HERALD_TLS_CERT=" + cert.CertFile, "HERALD_TLS_KEY=" + cert.KeyFile}, env...)
+	return startHerald(t, bin, config, cert, env)
+}
+
+// readyz asks the server's /readyz, over https when it serves TLS.
+func (h *Herald) readyz() (*http.Response, error) {
+	if h.TLS != nil {
+		return h.TLS.HTTPClient().Get("https://" + h.Addr + "/readyz")
+	}
+	return http.Get("http://" + h.Addr + "/readyz")
+}

@@ -307,6 +307,23 @@ func TestHistoryRecoveryFailed(t *testing.T) {
 	if st.Failed["gap"] != 2 || st.Failed["not_enabled"] != 1 || st.Failed["invalid"] != 7 {
 		t.Fatalf("stats %+v", st)
 	}
+	// The same counts on /metrics.
+	families, err := e.srv.Metrics().Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "herald_history_recoveries_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+		}
+	}
+	if got["gap"] != 2 || got["not_enabled"] != 1 || got["invalid"] != 7 || got["recovered"] != 0 {
+		t.Fatalf("herald_history_recoveries_total: %v", got)
+	}
 }
 
 // Cache channels: a client brought up to date by recovery gets no cached

