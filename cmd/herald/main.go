@@ -96,7 +96,6 @@ func serve(args []string, stderr io.Writer) int {
 	tlsCert := fs.String("tls-cert", envOr("HERALD_TLS_CERT", ""), "PEM certificate chain: serve wss:// and https:// on --addr (env HERALD_TLS_CERT; with --tls-key)")
 	tlsKey := fs.String("tls-key", envOr("HERALD_TLS_KEY", ""), "PEM private key of --tls-cert (env HERALD_TLS_KEY)")
 	perIP := fs.String("max-connections-per-ip", envOr("HERALD_MAX_CONNECTIONS_PER_IP", ""), "WebSocket connections one source address may hold, 4100 past it (env HERALD_MAX_CONNECTIONS_PER_IP; default 0: unlimited)")
-	drainWindow := fs.String("drain-window", envOr("HERALD_DRAIN_WINDOW", ""), "on SIGTERM, close connections over this window, e.g. 30s (env HERALD_DRAIN_WINDOW; default 30s; SIGINT closes them at once)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -165,9 +164,6 @@ func serve(args []string, stderr io.Writer) int {
 		}
 		cfg.MaxConnectionsPerIP = n
 	}
-	if *drainWindow != "" {
-		cfg.DrainWindow.SetDuration(*drainWindow)
-	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "herald: %v\n", err)
 		return 2
@@ -197,24 +193,9 @@ func serve(args []string, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	// SIGTERM (or POST /admin/drain) drains: connections are closed over the
-	// drain window and the process exits when none is left. SIGINT, or a
-	// second signal during a drain, stops at once.
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	select {
-	case sig := <-sigs:
-		if sig == syscall.SIGTERM {
-			srv.Drain(0)
-			select {
-			case <-srv.Drained():
-			case <-sigs:
-				log.Warn("second signal during the drain: stopping now")
-			}
-		}
-	case <-srv.Drained():
-	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
