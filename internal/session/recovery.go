@@ -246,28 +246,37 @@ func (r *recovery) fail(reason, msg string) {
 
 // recoveringConn is a subscription's hub connection while it recovers: it
 // holds the channel's frames (at most limit bytes) until flush, then passes
-// every frame straight to Conn. Every other method is Conn's.
+// frames straight to Conn. Every other method is Conn's.
+//
+// After the flush it still drops frames whose serial is at most upTo until
+// the first frame above upTo passes: an event the history read returned
+// may reach this node through pub/sub only after the flush (the stream read
+// and the pub/sub message travel on different Redis connections), and would
+// otherwise be delivered twice. Once a newer frame passed, pub/sub order
+// (serial order) guarantees no older one follows.
 type recoveringConn struct {
 	Conn
 	limit int
 
 	live     atomic.Bool
+	caught   atomic.Bool // live, and a frame above upTo has passed
 	mu       sync.Mutex
 	held     [][]byte
 	size     int
 	overflow bool
+	upTo     uint64 // set by flush before live
 }
 
 // Send implements hub.Conn.
 func (c *recoveringConn) Send(wire []byte) {
 	if c.live.Load() {
-		c.Conn.Send(wire)
+		c.sendLive(wire)
 		return
 	}
 	c.mu.Lock()
 	if c.live.Load() {
 		c.mu.Unlock()
-		c.Conn.Send(wire)
+		c.sendLive(wire)
 		return
 	}
 	switch {
@@ -301,5 +310,20 @@ func (c *recoveringConn) flush(upTo uint64, overflowed func()) {
 		c.Conn.Send(w)
 	}
 	c.held, c.size = nil, 0
+	c.upTo = upTo
 	c.live.Store(true)
+}
+
+// sendLive passes a frame after the flush, dropping the late duplicates of
+// events already sent from the history.
+func (c *recoveringConn) sendLive(wire []byte) {
+	if !c.caught.Load() {
+		if s, ok := history.SerialOf(wire); ok {
+			if s <= c.upTo {
+				return
+			}
+			c.caught.Store(true)
+		}
+	}
+	c.Conn.Send(wire)
 }

@@ -82,6 +82,32 @@ func TestRecoveringConnFlush(t *testing.T) {
 	}
 }
 
+// An event the history read returned can reach the node through pub/sub
+// only after the flush (found by the chaos churn test: the same serial
+// delivered twice in a row): it is dropped, and frames pass unfiltered once
+// a newer one went through.
+func TestRecoveringConnLateDuplicate(t *testing.T) {
+	rc := &recordConn{}
+	c := &recoveringConn{Conn: rc, limit: 1 << 20}
+	c.Send(frame(12, "held-12"))
+	c.flush(13, func() { t.Fatal("overflow reported without overflow") })
+	c.Send(frame(13, "late-13")) // sent from the history already
+	c.Send([]byte(`{"event":"pusher_internal:member_added","data":"{}","channel":"chat"}`))
+	c.Send(frame(14, "live-14"))
+	c.Send(frame(13, "after-14")) // not a history duplicate any more: passes
+	got := strings.Join(rc.frames(), "\n")
+	for _, w := range []string{"held-12", "late-13"} {
+		if strings.Contains(got, w) {
+			t.Fatalf("%s delivered although the history sent it:\n%s", w, got)
+		}
+	}
+	for _, w := range []string{"member_added", "live-14", "after-14"} {
+		if !strings.Contains(got, w) {
+			t.Fatalf("%s missing:\n%s", w, got)
+		}
+	}
+}
+
 // Past the limit the held frames are given up, and the overflow is reported
 // before any live frame.
 func TestRecoveringConnOverflow(t *testing.T) {
