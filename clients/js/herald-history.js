@@ -8,7 +8,7 @@
 //
 //   const pusher = new Pusher('app-key', { wsHost: '127.0.0.1', wsPort: 6001, forceTLS: false,
 //     enabledTransports: ['ws'], cluster: 'local' });
-//   const history = withHistory(pusher, {
+//   const recovery = withHistory(pusher, {
 //     onRecoveryFailed(channel, info) {
 //       // info = { reason, message, last_serial }: reload this channel's state.
 //     },

@@ -1,6 +1,9 @@
 package conformance
 
-import "testing"
+import (
+	"os"
+	"testing"
+)
 
 // historyConfig is DefaultConfig with history on app-id's chat-* (1000
 // events) and short-* (5 events) channels.
@@ -23,4 +26,14 @@ const historyConfig = `apps:
 func TestHistoryJSHelper(t *testing.T) {
 	h := StartHerald(t, historyConfig)
 	RunNode(t, h, "node/history.test.mjs")
+}
+
+// The same helper as a browser ES module (<script type="module">, no build
+// step) with the browser build of pusher-js in headless Chromium.
+func TestHistoryJSHelperBrowser(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("chromium not found (%v); run `make deps` (scripts/deps.sh installs it)", err)
+	}
+	h := StartHerald(t, historyConfig)
+	RunNode(t, h, "browser/history.test.mjs", "CHROMIUM="+chromiumPath)
 }
