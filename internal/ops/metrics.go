@@ -63,6 +63,7 @@ func NewMetrics() *Metrics {
 	m.reg.MustRegister(m.apiRequests, m.publishDur, m.publishErrs, m.webhookDur,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		(*collector)(m))
+	m.reg.MustRegister((*ringCollector)(m)) // failover.go
 	return m
 }
 

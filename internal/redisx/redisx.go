@@ -17,61 +17,6 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// Ring assigns keys to shards by rendezvous (highest random weight) hashing:
-// each key goes to the shard whose hash with the key is highest, so adding a
-// shard to n moves only the keys the new shard wins, about 1/(n+1) of them,
-// and removing one moves only its own keys.
-type Ring struct {
-	seeds []uint64
-}
-
-// NewRing returns a ring over shards identified by names (their URLs). The
-// same names give the same assignment in every process.
-func NewRing(names []string) *Ring {
-	r := &Ring{seeds: make([]uint64, len(names))}
-	for i, n := range names {
-		r.seeds[i] = fnv64(n)
-	}
-	return r
-}
-
-// Len is the number of shards.
-func (r *Ring) Len() int { return len(r.seeds) }
-
-// Pick returns the index of key's shard.
-func (r *Ring) Pick(key string) int {
-	if len(r.seeds) == 1 {
-		return 0
-	}
-	k := fnv64(key)
-	best, bestW := 0, uint64(0)
-	for i, s := range r.seeds {
-		if w := mix64(s ^ k); i == 0 || w > bestW {
-			best, bestW = i, w
-		}
-	}
-	return best
-}
-
-func fnv64(s string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= 1099511628211
-	}
-	return h
-}
-
-// mix64 is the splitmix64 finalizer: it spreads FNV's output over all bits.
-func mix64(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
-}
-
 // Backend is Herald's connection to Redis: either Shards (independent
 // servers, one client each) or a single Redis Cluster client.
 type Backend struct {
@@ -87,6 +32,8 @@ type Backend struct {
 	// cluster route; Ring is then a single shard.
 	Cluster bool
 	Ring    *Ring
+
+	opts []rueidis.ClientOption // each shard's, for the Monitor's probe clients
 }
 
 // Options tune the clients.
@@ -129,7 +76,10 @@ func Dial(shards []string, cluster string, o Options) (*Backend, error) {
 			// dial must not hang for the OS default.
 			opt.Dialer.Timeout = time.Second
 		}
-		opt.DisableCache = true
+		// Client-side caching with server-assisted invalidation (RESP3
+		// CLIENT TRACKING, opt-in per read): only the direct-push registry
+		// reads use it (DoCache), so a small cache per connection suffices.
+		opt.CacheSizeEachConn = 4 << 20
 		if o.Tweak != nil {
 			o.Tweak(&opt)
 		}
@@ -139,6 +89,7 @@ func Dial(shards []string, cluster string, o Options) (*Backend, error) {
 			return nil, fmt.Errorf("redisx: connect %s: %w", Redact(u), err)
 		}
 		b.Clients = append(b.Clients, c)
+		b.opts = append(b.opts, opt)
 		b.URLs = append(b.URLs, u)
 		b.Names = append(b.Names, Redact(u))
 	}
@@ -162,7 +113,8 @@ func Redact(u string) string {
 // ShardKey is the key hashed to place an app's channel.
 func ShardKey(app, channel string) string { return app + "\x00" + channel }
 
-// For returns the shard index and client for an app's channel.
+// For returns the shard index and client for an app's channel: the shard
+// that serves it now (Ring.Pick), which is its home shard unless that is Down.
 func (b *Backend) For(app, channel string) (int, rueidis.Client) {
 	i := b.Ring.Pick(ShardKey(app, channel))
 	return i, b.Clients[i]

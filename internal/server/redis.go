@@ -72,7 +72,11 @@ func dialRedis(cfg *apps.Config, h *hub.Hub, node *session.Node, log *slog.Logge
 	node.History = rb.History() // a stream per history channel on its shard
 	peers := newAPIPeers(be.Clients[0], id, cfg.Role != apps.RoleEdge, log)
 	log.Info("connected to redis", "shards", len(be.URLs), "cluster", be.Cluster)
-	return rb, peers, []func(){peers.stop, func() { st.Close() }, be.Close}, nil
+	// Shard failover: this node probes every shard and moves a dead shard's
+	// channels to the next shard on the ring (redisx.Monitor; README
+	// "Shard failover"). Nothing to do on Redis Cluster.
+	mon := be.StartMonitor(redisx.MonitorOptions{Log: log})
+	return rb, peers, []func(){peers.stop, func() { st.Close() }, mon.Stop, be.Close}, nil
 }
 
 // apiPeers counts the live nodes that serve the HTTP API, so that each

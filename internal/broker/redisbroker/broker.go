@@ -54,6 +54,10 @@ type Options struct {
 	RetryMin, RetryMax time.Duration
 	// Log receives connection events. Default: discard.
 	Log *slog.Logger
+
+	// lateCover (tests): subscribe only where this node would publish, not
+	// early on Suspect shards nor late on Recovering ones (failover.go).
+	lateCover bool
 }
 
 func (o *Options) defaults() {
@@ -96,8 +100,11 @@ type Stats struct {
 	Probes        uint64 // liveness probes sent
 	ProbeFailures uint64 // probes that did not come back (each triggers a rebuild)
 	ProbeErrors   uint64 // probes that could not be published (shard unreachable)
-	Topics        int    // topics currently subscribed
+	Topics        int    // topics currently subscribed (on any shard; once per shard)
 	Shards        []ShardStats
+	// Shard failover (shard mode): subscriptions added on fallback shards
+	// by ring changes, and how often a shard became Down and came back.
+	Moved, Failovers, Failbacks uint64
 }
 
 // ShardStats describe one shard (one entry for a Redis Cluster).
@@ -107,11 +114,13 @@ type ShardStats struct {
 	Topics        int
 	Reconnects    uint64
 	ProbeFailures uint64
+	Health        redisx.Health // this node's view (shard mode; cluster: always Up)
 }
 
 type counters struct {
 	published, publishErrors, delivered, decodeErrors, dropped atomic.Uint64
 	reconnects, probes, probeFailures, probeErrors             atomic.Uint64
+	moved                                                      atomic.Uint64
 }
 
 // Broker is the Redis broker. It implements broker.Broker.
@@ -128,6 +137,12 @@ type Broker struct {
 
 	shards  []*shard     // shard mode
 	cluster *clusterSubs // cluster mode
+
+	// subMu orders the changes of the shards' wanted sets by Subscribe,
+	// Unsubscribe and rebalance (not their network round trips).
+	subMu     sync.Mutex
+	ringCh    chan struct{} // a ring change to apply (capacity 1)
+	stopWatch func()
 
 	st counters
 }
@@ -163,6 +178,7 @@ func New(b *redisx.Backend, h broker.Handler, opts Options) (*Broker, error) {
 	for _, s := range br.shards {
 		s.start()
 	}
+	br.watchRing()
 	return br, nil
 }
 
@@ -210,7 +226,9 @@ func (b *Broker) Publish(ctx context.Context, m *broker.Message) error {
 
 // Subscribe makes the node receive t's messages. It returns nil once Redis
 // confirmed the subscription, or an error after SubscribeTimeout (or ctx)
-// when the topic's shard cannot be reached.
+// when the topic's shard cannot be reached. While the ring is degraded the
+// topic is subscribed on every shard of its cover (see failover.go) and
+// Subscribe returns at the first confirmation.
 func (b *Broker) Subscribe(ctx context.Context, t broker.Topic) error {
 	if b.closed.Load() {
 		return broker.ErrClosed
@@ -221,8 +239,7 @@ func (b *Broker) Subscribe(ctx context.Context, t broker.Topic) error {
 	if b.cluster != nil {
 		err = b.cluster.subscribe(ctx, t)
 	} else {
-		i, _ := b.be.For(t.App, t.Channel)
-		err = b.shards[i].subscribe(ctx, channelName(t), t)
+		err = b.subscribeCover(ctx, t)
 	}
 	if err != nil && b.closed.Load() {
 		return broker.ErrClosed
@@ -241,8 +258,14 @@ func (b *Broker) Unsubscribe(ctx context.Context, t broker.Topic) error {
 	if b.cluster != nil {
 		return b.cluster.unsubscribe(ctx, t)
 	}
-	i, _ := b.be.For(t.App, t.Channel)
-	return b.shards[i].unsubscribe(ctx, channelName(t))
+	name := channelName(t)
+	var errs []error
+	for _, u := range b.forgetAll(name) {
+		if err := u.dc.Do(ctx, u.dc.B().Unsubscribe().Channel(name).Build()).Error(); err != nil {
+			errs = append(errs, fmt.Errorf("redisbroker: unsubscribe on %s: %w", u.sh.url, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Close stops every subscription and background task and waits for them.
@@ -250,6 +273,9 @@ func (b *Broker) Unsubscribe(ctx context.Context, t broker.Topic) error {
 func (b *Broker) Close() error {
 	if !b.closed.CompareAndSwap(false, true) {
 		return nil
+	}
+	if b.stopWatch != nil {
+		b.stopWatch()
 	}
 	b.cancel()
 	if b.cluster != nil {
@@ -271,6 +297,10 @@ func (b *Broker) Stats() Stats {
 		Probes:        b.st.probes.Load(),
 		ProbeFailures: b.st.probeFailures.Load(),
 		ProbeErrors:   b.st.probeErrors.Load(),
+		Moved:         b.st.moved.Load(),
+	}
+	if !b.be.Cluster {
+		s.Failovers, s.Failbacks = b.be.Ring.Failovers(), b.be.Ring.Failbacks()
 	}
 	if b.cluster != nil {
 		s.Shards = []ShardStats{b.cluster.stats()}

@@ -35,7 +35,8 @@ type shard struct {
 	gen     uint64                  // bumped whenever conn changes
 	changed chan struct{}           // closed (and replaced) whenever conn changes
 
-	rebuild chan uint64 // a generation the prober found dead (capacity 1)
+	condemned uint64        // the newest generation found dead (guarded by mu)
+	rebuild   chan struct{} // signaled after condemned changes (capacity 1)
 
 	probeWant atomic.Pointer[string] // the probe token in flight
 	probeGot  chan struct{}          // signaled when it arrives (capacity 1)
@@ -48,7 +49,7 @@ func newShard(b *Broker, idx int, url string, c rueidis.Client) *shard {
 		b: b, idx: idx, url: url, client: c, probe: probeName(b.opts.NodeID),
 		topics:   make(map[string]broker.Topic),
 		changed:  make(chan struct{}),
-		rebuild:  make(chan uint64, 1),
+		rebuild:  make(chan struct{}, 1),
 		probeGot: make(chan struct{}, 1),
 	}
 }
@@ -90,6 +91,7 @@ func (s *shard) run() {
 			}
 			if failures == 0 {
 				log.Warn("redis broker: cannot subscribe on shard, retrying", slog.Any("error", err))
+				s.b.suspect(s.idx)
 			}
 			if !s.b.sleep(s.b.backoff(failures)) {
 				return
@@ -97,7 +99,18 @@ func (s *shard) run() {
 			failures++
 			continue
 		}
-		gen := s.ready(dc, names)
+		gen, err := s.ready(dc, names)
+		if err != nil {
+			s.closeAside(dc)
+			if s.b.ctx.Err() != nil {
+				return
+			}
+			if !s.b.sleep(s.b.backoff(failures)) {
+				return
+			}
+			failures++
+			continue
+		}
 		if lost {
 			s.reconnects.Add(1)
 			s.b.st.reconnects.Add(1)
@@ -111,6 +124,7 @@ func (s *shard) run() {
 		s.closeAside(dc)
 		if reason != nil {
 			log.Warn("redis broker: shard subscriber connection lost", slog.Any("reason", reason))
+			s.b.suspect(s.idx)
 		}
 	}
 }
@@ -137,9 +151,12 @@ func (s *shard) serve(gen uint64, down <-chan error) error {
 				err = errors.New("connection closed")
 			}
 			return err
-		case g := <-s.rebuild:
+		case <-s.rebuild:
+			s.mu.RLock()
+			g := s.condemned
+			s.mu.RUnlock()
 			if g == gen {
-				return errors.New("liveness probe failed")
+				return errors.New("liveness probe failed or a subscription was not confirmed")
 			}
 		case <-s.b.ctx.Done():
 			return nil
@@ -156,46 +173,72 @@ func (s *shard) subscribeAll(dc rueidis.DedicatedClient) ([]string, error) {
 		names = append(names, n)
 	}
 	s.mu.RUnlock()
-	todo := append([]string{s.probe}, names...)
-	for len(todo) > 0 {
-		batch := todo[:min(len(todo), subscribeBatch)]
-		todo = todo[len(batch):]
-		ctx, cancel := context.WithTimeout(s.b.ctx, s.b.opts.SubscribeTimeout)
-		err := dc.Do(ctx, dc.B().Subscribe().Channel(batch...).Build()).Error()
-		cancel()
-		if err != nil {
-			return nil, err
-		}
+	if err := s.subscribeOn(dc, append([]string{s.probe}, names...)); err != nil {
+		return nil, err
 	}
 	return names, nil
 }
 
 // ready makes dc, subscribed to names, the live connection. Topics
 // unsubscribed while dc was being subscribed are unsubscribed from it first,
-// so Redis keeps no subscription the broker no longer wants; topics
-// subscribed meanwhile subscribe themselves once dc is live.
-func (s *shard) ready(dc rueidis.DedicatedClient, names []string) uint64 {
+// so Redis keeps no subscription the broker no longer wants, and topics
+// added meanwhile (by a ring change) are subscribed on it; the connection
+// goes live under the same lock as the last check, so a topic added later
+// sees it and subscribes itself.
+func (s *shard) ready(dc rueidis.DedicatedClient, names []string) (uint64, error) {
+	have := make(map[string]struct{}, len(names))
+	for _, n := range names {
+		have[n] = struct{}{}
+	}
 	for {
 		s.mu.Lock()
-		var stale, keep []string
-		for _, n := range names {
-			if _, ok := s.topics[n]; ok {
-				keep = append(keep, n)
-			} else {
+		var stale, missing []string
+		for n := range have {
+			if _, ok := s.topics[n]; !ok {
 				stale = append(stale, n)
 			}
 		}
-		if len(stale) == 0 {
+		for n := range s.topics {
+			if _, ok := have[n]; !ok {
+				missing = append(missing, n)
+			}
+		}
+		if len(stale) == 0 && len(missing) == 0 {
 			gen := s.setConnLocked(dc)
 			s.mu.Unlock()
-			return gen
+			return gen, nil
 		}
 		s.mu.Unlock()
-		ctx, cancel := context.WithTimeout(s.b.ctx, s.b.opts.SubscribeTimeout)
-		_ = dc.Do(ctx, dc.B().Unsubscribe().Channel(stale...).Build()).Error()
-		cancel()
-		names = keep
+		if len(stale) > 0 {
+			ctx, cancel := context.WithTimeout(s.b.ctx, s.b.opts.SubscribeTimeout)
+			_ = dc.Do(ctx, dc.B().Unsubscribe().Channel(stale...).Build()).Error()
+			cancel()
+			for _, n := range stale {
+				delete(have, n)
+			}
+		}
+		if err := s.subscribeOn(dc, missing); err != nil {
+			return 0, err
+		}
+		for _, n := range missing {
+			have[n] = struct{}{}
+		}
 	}
+}
+
+// subscribeOn subscribes dc to names, a batch at a time.
+func (s *shard) subscribeOn(dc rueidis.DedicatedClient, names []string) error {
+	for len(names) > 0 {
+		batch := names[:min(len(names), subscribeBatch)]
+		names = names[len(batch):]
+		ctx, cancel := context.WithTimeout(s.b.ctx, s.b.opts.SubscribeTimeout)
+		err := dc.Do(ctx, dc.B().Subscribe().Channel(batch...).Build()).Error()
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // onMessage is the connection's pub/sub hook. It runs on the connection's
@@ -221,11 +264,46 @@ func (s *shard) onMessage(m rueidis.PubSubMessage) {
 }
 
 // subscribe adds a topic and returns once Redis confirmed it on the live
-// connection (a connection built later subscribes it by itself).
+// connection (a connection built later subscribes it by itself). On failure
+// the topic is removed again.
 func (s *shard) subscribe(ctx context.Context, name string, t broker.Topic) error {
+	s.want(name, t)
+	err := s.confirm(ctx, name, t)
+	if err != nil && !errors.Is(err, broker.ErrClosed) {
+		s.forget(name)
+	}
+	return err
+}
+
+// want adds topics to the wanted set without waiting: the live connection,
+// if any, is not told (see subscribeLive); the next connection subscribes
+// them.
+func (s *shard) want(name string, t broker.Topic) {
 	s.mu.Lock()
 	s.topics[name] = t
 	s.mu.Unlock()
+}
+
+// has reports whether the topic is wanted here.
+func (s *shard) has(name string) bool {
+	s.mu.RLock()
+	_, ok := s.topics[name]
+	s.mu.RUnlock()
+	return ok
+}
+
+// forget removes a topic from the wanted set and returns the live
+// connection (nil while rebuilding) so the caller can unsubscribe it there.
+func (s *shard) forget(name string) rueidis.DedicatedClient {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.topics, name)
+	return s.conn
+}
+
+// confirm returns once Redis confirmed a wanted topic on the live
+// connection, waiting for a connection if there is none.
+func (s *shard) confirm(ctx context.Context, name string, t broker.Topic) error {
 	var lastErr error
 	for {
 		s.mu.RLock()
@@ -243,14 +321,57 @@ func (s *shard) subscribe(ctx context.Context, name string, t broker.Topic) erro
 		case <-s.b.ctx.Done():
 			return broker.ErrClosed
 		case <-ctx.Done():
-			s.mu.Lock()
-			delete(s.topics, name)
-			s.mu.Unlock()
 			if lastErr == nil {
 				lastErr = errors.New("shard unreachable")
 			}
 			return fmt.Errorf("redisbroker: subscribe %s on %s: %w (%w)", t.Channel, s.url, ctx.Err(), lastErr)
 		}
+	}
+}
+
+// subscribeLive subscribes wanted topics on the live connection, if there
+// is one (a connection being built subscribes them itself). When Redis does
+// not confirm, the connection is rebuilt, which subscribes every wanted
+// topic: a topic is never left wanted but unsubscribed on a live
+// connection.
+func (s *shard) subscribeLive(names []string) {
+	s.mu.RLock()
+	dc, gen := s.conn, s.gen
+	s.mu.RUnlock()
+	if dc == nil || len(names) == 0 {
+		return
+	}
+	if err := s.subscribeOn(dc, names); err != nil && s.b.ctx.Err() == nil {
+		s.b.log.Warn("redis broker: subscribing moved channels failed; rebuilding the shard's subscriptions",
+			slog.String("shard", s.url), slog.Any("error", err))
+		s.condemn(gen)
+	}
+}
+
+// unsubscribeLive unsubscribes names (no longer wanted) from the live
+// connection; errors are ignored (their messages are dropped anyway).
+func (s *shard) unsubscribeLive(names []string) {
+	s.mu.RLock()
+	dc := s.conn
+	s.mu.RUnlock()
+	for dc != nil && len(names) > 0 {
+		batch := names[:min(len(names), subscribeBatch)]
+		names = names[len(batch):]
+		ctx, cancel := context.WithTimeout(s.b.ctx, s.b.opts.SubscribeTimeout)
+		_ = dc.Do(ctx, dc.B().Unsubscribe().Channel(batch...).Build()).Error()
+		cancel()
+	}
+}
+
+// condemn asks the manager to rebuild the connection of generation gen
+// (the prober found it deaf, or it did not confirm a subscription).
+func (s *shard) condemn(gen uint64) {
+	s.mu.Lock()
+	s.condemned = max(s.condemned, gen)
+	s.mu.Unlock()
+	select {
+	case s.rebuild <- struct{}{}:
+	default:
 	}
 }
 
@@ -294,10 +415,7 @@ func (s *shard) prober() {
 		}
 		s.probeFailures.Add(1)
 		s.b.st.probeFailures.Add(1)
-		select {
-		case s.rebuild <- gen:
-		default:
-		}
+		s.condemn(gen)
 	}
 }
 
@@ -318,6 +436,7 @@ func (s *shard) probeOnce() (failed bool) {
 		// The shard does not take commands: nothing to learn about the
 		// subscription, which notices a dead server by itself.
 		s.b.st.probeErrors.Add(1)
+		s.b.suspect(s.idx)
 		return false
 	}
 	if n == 0 {
@@ -337,5 +456,6 @@ func (s *shard) stats() ShardStats {
 	return ShardStats{
 		URL: s.url, Connected: s.conn != nil, Topics: len(s.topics),
 		Reconnects: s.reconnects.Load(), ProbeFailures: s.probeFailures.Load(),
+		Health: s.b.be.Ring.Health(s.idx),
 	}
 }
