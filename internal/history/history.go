@@ -85,6 +85,11 @@ type Store interface {
 	Since(ctx context.Context, t broker.Topic, p Policy, after uint64) (Range, error)
 }
 
+// ErrMoving is returned by Since (wrapped) while the channel's storage is
+// moving, e.g. its Redis shard failing over: its history may be split and
+// nothing after a serial can be vouched for. Try again later.
+var ErrMoving = errors.New("history: the channel's storage is failing over; its history may be incomplete")
+
 // ErrPolicy is returned for an invalid Policy.
 var ErrPolicy = errors.New("history: invalid policy (max events and max age must be positive)")
 

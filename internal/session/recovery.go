@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -192,7 +193,11 @@ func (r *recovery) replay() bool {
 	cancel()
 	if err != nil {
 		n.log().Warn("history read failed", "app", s.app.ID, "channel", r.channel, "err", err)
-		r.fail(RecoveryUnavailable, "The channel's history could not be read, try again")
+		msg := "The channel's history could not be read, try again"
+		if errors.Is(err, history.ErrMoving) {
+			msg = "The channel's history is moving (its Redis shard is failing over) and may be incomplete, try again later"
+		}
+		r.fail(RecoveryUnavailable, msg)
 		return false
 	}
 	if !rg.Complete {

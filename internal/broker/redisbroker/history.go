@@ -33,7 +33,8 @@ import (
 // need it). The key expires twice the max age (at least a minute) after the
 // last event.
 type History struct {
-	b *Broker
+	b     *Broker
+	grace time.Duration // historyFenceGrace when 0 (tests shorten it)
 }
 
 var _ history.Store = (*History)(nil)
@@ -162,6 +163,9 @@ func (h *History) Since(ctx context.Context, t broker.Topic, p history.Policy, a
 		// Beyond what the script computes exactly; no serial is this big.
 		return history.Range{}, nil
 	}
+	if h.moving(t) {
+		return history.Range{}, ErrHistoryMoving
+	}
 	c, _, shard := h.client(t)
 	ctx, cancel := context.WithTimeout(ctx, historyReadTimeout)
 	defer cancel()
@@ -215,5 +219,6 @@ func (h *History) Since(ctx context.Context, t broker.Topic, p history.Policy, a
 		}
 	}
 	r.Complete = history.Continuous(after, r.Last, firstOK, fp)
+	h.fence(t, after, &r)
 	return r, nil
 }

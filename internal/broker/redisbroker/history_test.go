@@ -2,6 +2,7 @@ package redisbroker
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"github.com/heraldrt/herald/internal/history"
 	"github.com/heraldrt/herald/internal/history/historytest"
 	"github.com/heraldrt/herald/internal/redistest"
+	"github.com/heraldrt/herald/internal/redisx"
 )
 
 var historyApps atomic.Int64
@@ -135,5 +137,61 @@ func BenchmarkHistoryPublish(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// Shard failover: while the channel's home shard is Suspect or Down its
+// history may be split between shards, so Since refuses; after the shard
+// is back, a recovery from a serial older than its return (plus the grace)
+// is not complete, even though the home stream alone looks continuous: the
+// events of the failover went to the other shard.
+func TestHistoryFenceOnFailover(t *testing.T) {
+	r0, r1 := redistest.Start(t), redistest.Start(t)
+	n := newNode(t, []string{r0.URL(), r1.URL()}, "", Options{ProbeInterval: -1})
+	h := &History{b: n.br, grace: 300 * time.Millisecond}
+	tp := topicsOn(n.be, "fence", 0, 1)[0] // home: shard 0
+	p := history.Policy{MaxEvents: 100, MaxAge: time.Minute}
+	ctx := context.Background()
+	pub := func() uint64 {
+		t.Helper()
+		s, err := h.Publish(ctx, tp, p, "e", "d", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s1 := pub()
+	s2 := pub()
+	if r, err := h.Since(ctx, tp, p, s1); err != nil || !r.Complete {
+		t.Fatalf("before the failover: %+v, %v", r, err)
+	}
+	ring := n.be.Ring
+	for _, st := range []redisx.Health{redisx.Suspect, redisx.Down} {
+		ring.SetHealth(0, st)
+		if _, err := h.Since(ctx, tp, p, s2); !errors.Is(err, ErrHistoryMoving) {
+			t.Fatalf("home %v: since = %v, want ErrHistoryMoving", st, err)
+		}
+	}
+	pub() // goes to shard 1 while shard 0 is Down
+	if n, err := r1.Do("XLEN", channelName(tp)); err != nil || n != "1" {
+		t.Fatalf("the failover's event is not on shard 1: XLEN %q, %v", n, err)
+	}
+	ring.SetHealth(0, redisx.Up)
+	// Shard 0's stream ends at s2 and looks continuous, but an event went
+	// to shard 1 in between: not complete.
+	if r, err := h.Since(ctx, tp, p, s2); err != nil || r.Complete {
+		t.Fatalf("after the failback, since s2: %+v, %v; want incomplete", r, err)
+	}
+	time.Sleep(350 * time.Millisecond) // past the grace
+	s4 := pub()
+	pub()
+	if r, err := h.Since(ctx, tp, p, s4); err != nil || !r.Complete || len(r.Events) != 1 {
+		t.Fatalf("since a serial after the failback: %+v, %v", r, err)
+	}
+	if r, err := h.Since(ctx, tp, p, s2); err != nil || r.Complete {
+		t.Fatalf("since a serial before the failover, later: %+v, %v", r, err)
+	}
+	if r, err := h.Since(ctx, tp, p, 0); err != nil || !r.Complete {
+		t.Fatalf("since 0 claims no continuity: %+v, %v", r, err)
 	}
 }
