@@ -41,8 +41,8 @@ func validate(a *apps.App, e *event, batch bool) *apiError {
 	if len(e.Name) > a.MaxEventNameLength {
 		return badRequest("Event name is longer than " + strconv.Itoa(a.MaxEventNameLength) + " characters")
 	}
-	if strings.HasPrefix(e.Name, "pusher:") || strings.HasPrefix(e.Name, "pusher_internal:") {
-		return badRequest("Event names starting with pusher: or pusher_internal: are reserved")
+	if strings.HasPrefix(e.Name, "pusher:") || strings.HasPrefix(e.Name, "pusher_internal:") || strings.HasPrefix(e.Name, "herald:") {
+		return badRequest("Event names starting with pusher:, pusher_internal: or herald: are reserved")
 	}
 	if len(e.Data) == 0 || string(e.Data) == "null" {
 		return badRequest("Missing event data")

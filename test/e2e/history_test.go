@@ -430,6 +430,10 @@ func TestHistoryEndpoint(t *testing.T) {
 			t.Fatalf("%s %v: %d %s, want %d %q", tt.ch, tt.q, st, body, tt.status, tt.msg)
 		}
 	}
+	// herald: event names are Herald's (herald:recovery_failed).
+	if st, body := e.histAPI("POST", "/events", nil, map[string]any{"name": "herald:recovery_failed", "channel": "chat-api", "data": "{}"}); st != 400 || !strings.Contains(body, "herald: are reserved") {
+		t.Fatalf("herald: event name: %d %s", st, body)
+	}
 	// Signed like every API call; another app's credentials see nothing.
 	if st, _ := e.apiCall("hist", "hist-key", "wrong-secret", "GET", "/channels/chat-api/history", nil, nil); st != 401 {
 		t.Fatalf("bad signature: %d", st)
