@@ -222,8 +222,3 @@ func rawMain(args []string, stderr io.Writer) int {
 	}
 	return 0
 }
-
-func suiteMain(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "herald bench suite: not yet")
-	return 2
-}
