@@ -93,6 +93,7 @@ func serve(args []string, stderr io.Writer) int {
 	redisURLs := fs.String("redis", envOr("HERALD_REDIS", ""), "comma-separated redis:// URLs of independent Redis shards (env HERALD_REDIS); empty: in-memory, one process")
 	redisCluster := fs.String("redis-cluster", envOr("HERALD_REDIS_CLUSTER", ""), "redis:// URL of a Redis Cluster node (env HERALD_REDIS_CLUSTER)")
 	internalAddr := fs.String("internal-addr", envOr("HERALD_INTERNAL_ADDR", ""), "listen address of the internal listener: /metrics, /debug/pprof/, /dashboard (env HERALD_INTERNAL_ADDR; default 127.0.0.1:9601; \"off\" disables)")
+	drainWindow := fs.String("drain-window", envOr("HERALD_DRAIN_WINDOW", ""), "on SIGTERM, close connections over this window, e.g. 30s (env HERALD_DRAIN_WINDOW; default 30s; SIGINT closes them at once)")
 	tlsCert := fs.String("tls-cert", envOr("HERALD_TLS_CERT", ""), "PEM certificate chain: serve wss:// and https:// on --addr (env HERALD_TLS_CERT; with --tls-key)")
 	tlsKey := fs.String("tls-key", envOr("HERALD_TLS_KEY", ""), "PEM private key of --tls-cert (env HERALD_TLS_KEY)")
 	perIP := fs.String("max-connections-per-ip", envOr("HERALD_MAX_CONNECTIONS_PER_IP", ""), "WebSocket connections one source address may hold, 4100 past it (env HERALD_MAX_CONNECTIONS_PER_IP; default 0: unlimited)")
@@ -153,6 +154,9 @@ func serve(args []string, stderr io.Writer) int {
 	if t, ok := os.LookupEnv("HERALD_ADMIN_TOKEN"); ok && t != "" {
 		cfg.AdminToken = t
 	}
+	if *drainWindow != "" {
+		cfg.DrainWindow.SetDuration(*drainWindow)
+	}
 	if *tlsCert != "" || *tlsKey != "" {
 		cfg.TLSCert, cfg.TLSKey = *tlsCert, *tlsKey
 	}
@@ -193,9 +197,24 @@ func serve(args []string, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	<-ctx.Done()
+	// SIGTERM (or POST /admin/drain) drains: connections are closed over the
+	// drain window and the process exits when none is left. SIGINT, or a
+	// second signal during a drain, stops at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	select {
+	case sig := <-sigs:
+		if sig == syscall.SIGTERM {
+			srv.Drain(0)
+			select {
+			case <-srv.Drained():
+			case <-sigs:
+				log.Warn("second signal during the drain: stopping now")
+			}
+		}
+	case <-srv.Drained():
+	}
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

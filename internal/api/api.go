@@ -36,6 +36,9 @@ type Config struct {
 	Nodes func() int
 	// Metrics, when set, observes every request and every broker publish.
 	Metrics Metrics
+	// Push serves the direct push endpoints (…/users/{id}/events,
+	// …/sockets/{id}/events). Nil: they are not served (404).
+	Push Pusher
 }
 
 // Metrics observes the API for the metrics endpoint.
@@ -48,7 +51,8 @@ type Metrics interface {
 }
 
 // Routes are the route labels Metrics.Request reports.
-var Routes = []string{"events", "batch_events", "channels", "channel", "users", "terminate_connections", "unknown"}
+var Routes = []string{"events", "batch_events", "channels", "channel", "users", "terminate_connections",
+	"push_user", "push_socket", "unknown"}
 
 // API is an http.Handler for /apps/….
 type API struct {
@@ -83,6 +87,10 @@ func New(cfg Config, node *session.Node, log *slog.Logger) *API {
 	a.mux.HandleFunc("GET /apps/{app}/channels/{channel}/users", a.observed("users", a.signed(a.users)))
 	a.mux.HandleFunc("GET /apps/{app}/channels/{channel}/history", a.observed("history", a.signed(a.history)))
 	a.mux.HandleFunc("POST /apps/{app}/users/{user}/terminate_connections", a.observed("terminate_connections", a.signed(a.terminate)))
+	if cfg.Push != nil {
+		a.mux.HandleFunc("POST /apps/{app}/users/{user}/events", a.observed("push_user", a.signed(a.pushUser)))
+		a.mux.HandleFunc("POST /apps/{app}/sockets/{socket}/events", a.observed("push_socket", a.signed(a.pushSocket)))
+	}
 	a.mux.HandleFunc("/apps/", a.observed("unknown", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "No such API endpoint: "+r.Method+" "+r.URL.Path)
 	}))

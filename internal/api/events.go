@@ -35,29 +35,8 @@ func badRequest(msg string) *apiError { return &apiError{http.StatusBadRequest, 
 // validate checks e against the app's limits and fills e.data. batch items
 // must name exactly one channel.
 func validate(a *apps.App, e *event, batch bool) *apiError {
-	if e.Name == "" {
-		return badRequest("Missing event name")
-	}
-	if len(e.Name) > a.MaxEventNameLength {
-		return badRequest("Event name is longer than " + strconv.Itoa(a.MaxEventNameLength) + " characters")
-	}
-	if strings.HasPrefix(e.Name, "pusher:") || strings.HasPrefix(e.Name, "pusher_internal:") || strings.HasPrefix(e.Name, "herald:") {
-		return badRequest("Event names starting with pusher:, pusher_internal: or herald: are reserved")
-	}
-	if len(e.Data) == 0 || string(e.Data) == "null" {
-		return badRequest("Missing event data")
-	}
-	if e.Data[0] == '"' {
-		if err := json.Unmarshal(e.Data, &e.data); err != nil {
-			return badRequest("Invalid event data")
-		}
-	} else {
-		// SDKs send data as a string; other JSON values are delivered as their JSON text.
-		e.data = string(e.Data)
-	}
-	if len(e.data) > a.MaxEventSize {
-		return &apiError{http.StatusRequestEntityTooLarge,
-			"Event data is larger than " + strconv.Itoa(a.MaxEventSize) + " bytes"}
+	if err := validateNameData(a, e.Name, e.Data, &e.data); err != nil {
+		return err
 	}
 	if e.Channel != "" {
 		if len(e.Channels) > 0 {
@@ -91,6 +70,36 @@ func validate(a *apps.App, e *event, batch bool) *apiError {
 				return badRequest("Unsupported info attribute " + strconv.Quote(truncate(attr, 64)))
 			}
 		}
+	}
+	return nil
+}
+
+// validateNameData checks an event's name and data against the app's limits
+// and sets *data to the string to deliver.
+func validateNameData(a *apps.App, name string, raw json.RawMessage, data *string) *apiError {
+	if name == "" {
+		return badRequest("Missing event name")
+	}
+	if len(name) > a.MaxEventNameLength {
+		return badRequest("Event name is longer than " + strconv.Itoa(a.MaxEventNameLength) + " characters")
+	}
+	if strings.HasPrefix(name, "pusher:") || strings.HasPrefix(name, "pusher_internal:") || strings.HasPrefix(name, "herald:") {
+		return badRequest("Event names starting with pusher:, pusher_internal: or herald: are reserved")
+	}
+	if len(raw) == 0 || string(raw) == "null" {
+		return badRequest("Missing event data")
+	}
+	if raw[0] == '"' {
+		if err := json.Unmarshal(raw, data); err != nil {
+			return badRequest("Invalid event data")
+		}
+	} else {
+		// SDKs send data as a string; other JSON values are delivered as their JSON text.
+		*data = string(raw)
+	}
+	if len(*data) > a.MaxEventSize {
+		return &apiError{http.StatusRequestEntityTooLarge,
+			"Event data is larger than " + strconv.Itoa(a.MaxEventSize) + " bytes"}
 	}
 	return nil
 }

@@ -80,6 +80,12 @@ type App struct {
 	// app on this node (token bucket, burst of the same size); past it, 429
 	// with Retry-After. Default 1000; -1 = unlimited.
 	APIRequestsPerSecond int `yaml:"api_requests_per_second"`
+	// PushTimeout bounds how long a direct push (POST
+	// /apps/{id}/users/{user_id}/events, …/sockets/{socket_id}/events) waits
+	// for the nodes holding the connections before it answers with what it
+	// knows (e.g. "2s"; a bare number is milliseconds; at most 10s). A
+	// request may set its own with timeout_ms. Default 2s.
+	PushTimeout Duration `yaml:"push_timeout"`
 	// Webhooks lists the receivers of the app's webhooks (PROTOCOL.md §8);
 	// see Webhook. Default none.
 	Webhooks []Webhook `yaml:"webhooks"`

@@ -57,6 +57,10 @@ type Config struct {
 	// (403); /metrics and pprof are served without it on the internal
 	// listener. At least 16 characters; never logged.
 	AdminToken string `yaml:"admin_token"`
+	// DrainWindow is how long a drain (SIGTERM, or POST /admin/drain on the
+	// internal listener) spreads the closing of the node's connections over,
+	// e.g. "30s" (a bare number is milliseconds; at most 1h). Default 30s.
+	DrainWindow Duration `yaml:"drain_window"`
 	// TLSCert and TLSKey are PEM files (certificate chain, private key) that
 	// turn on TLS on the public listener: wss:// and https:// on Addr.
 	// Default "" (plain TCP; terminate TLS in front of Herald). Both or

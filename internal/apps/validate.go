@@ -111,6 +111,7 @@ func (c *Config) Validate() error {
 		add(&FieldError{Field: "admin_token", Problem: fmt.Sprintf("must be at least 16 characters without spaces; got %d characters", len(t))})
 	}
 	validateSecurity(c, add)
+	validateDrain(c, add)
 	if c.NodeTimeout < 0 {
 		add(&FieldError{Field: "node_timeout", Problem: fmt.Sprintf("must not be negative; got %d", c.NodeTimeout)})
 	}
@@ -195,6 +196,7 @@ func validateApp(i int, a *App, ids, keys map[string]string) []error {
 		add("activity_timeout", fmt.Sprintf("must be between 1 and %d seconds; got %d", MaxActivityTimeout, a.ActivityTimeout))
 	}
 	validateOrigins(a, add)
+	validatePush(a, add)
 	validateWebhooks(a, add)
 	validateHistory(a, add)
 	return errs

@@ -107,13 +107,14 @@ func (c *conn) closeWith(code int, reason string) {
 	}
 }
 
-// enqueue adds b to the write queue. A connection whose queue would pass the
-// app's MaxQueuedBytes is a slow consumer and is closed.
-func (c *conn) enqueue(b []byte, _ bool) {
+// enqueue adds b to the write queue and reports whether it did. A connection
+// whose queue would pass the app's MaxQueuedBytes is a slow consumer and is
+// closed; a closing connection accepts nothing.
+func (c *conn) enqueue(b []byte, _ bool) bool {
 	c.wmu.Lock()
 	if c.closing {
 		c.wmu.Unlock()
-		return
+		return false
 	}
 	if c.queued+len(b) > c.app.MaxQueuedBytes {
 		c.closing = true
@@ -124,7 +125,7 @@ func (c *conn) enqueue(b []byte, _ bool) {
 			"limit_bytes", c.app.MaxQueuedBytes)
 		// Not inline: the caller may hold a hub lock that teardown needs.
 		c.teardownAsync("slow consumer")
-		return
+		return false
 	}
 	c.queue = append(c.queue, b)
 	c.queued += len(b)
@@ -136,6 +137,7 @@ func (c *conn) enqueue(b []byte, _ bool) {
 	if sched {
 		c.srv.flushq.push(c)
 	}
+	return true
 }
 
 // flush writes the queue with as few writev calls as the socket accepts. It

@@ -15,8 +15,10 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/heraldrt/herald/internal/apps"
+	"github.com/heraldrt/herald/internal/broker"
 	"github.com/heraldrt/herald/internal/broker/redisbroker"
 	"github.com/heraldrt/herald/internal/hub"
+	"github.com/heraldrt/herald/internal/push"
 	"github.com/heraldrt/herald/internal/redisx"
 	"github.com/heraldrt/herald/internal/session"
 	"github.com/heraldrt/herald/internal/state/redisstate"
@@ -25,12 +27,13 @@ import (
 // dialRedis connects the node to its Redis backend: the sharded broker and
 // the cluster-wide state, whose dead-node transitions it turns into the
 // member_removed broadcasts, webhooks, counts and watchlist events the dead
-// node's sessions would have produced. It fills node's state fields and
-// returns the broker and what to close on shutdown (state before clients).
-func dialRedis(cfg *apps.Config, h *hub.Hub, node *session.Node, log *slog.Logger) (*redisbroker.Broker, *apiPeers, []func(), error) {
+// node's sessions would have produced. It fills node's state fields (and its
+// socket-id tag) and returns the broker, the direct push service (started)
+// and what to close on shutdown (state before clients).
+func dialRedis(cfg *apps.Config, h *hub.Hub, node *session.Node, log *slog.Logger) (*redisbroker.Broker, *apiPeers, *push.Service, []func(), error) {
 	be, err := redisx.Dial(cfg.Redis, cfg.RedisCluster, redisx.Options{})
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("server: redis: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("server: redis: %w", err)
 	}
 	id := nodeID()
 	log = log.With("node", id)
@@ -59,24 +62,44 @@ func dialRedis(cfg *apps.Config, h *hub.Hub, node *session.Node, log *slog.Logge
 	})
 	if err != nil {
 		be.Close()
-		return nil, nil, nil, fmt.Errorf("server: redis state: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("server: redis state: %w", err)
 	}
-	rb, err := redisbroker.New(be, h.Deliver, redisbroker.Options{NodeID: id, Log: log})
+	// Control messages of direct push (per-node topics) go to the push
+	// service, everything else to the hub.
+	var pushSvc atomic.Pointer[push.Service]
+	deliver := func(m *broker.Message) {
+		if push.IsControl(m.Topic) {
+			if ps := pushSvc.Load(); ps != nil {
+				ps.Handle(m)
+			}
+			return
+		}
+		h.Deliver(m)
+	}
+	rb, err := redisbroker.New(be, deliver, redisbroker.Options{NodeID: id, Log: log})
 	if err != nil {
 		st.Close()
 		be.Close()
-		return nil, nil, nil, fmt.Errorf("server: redis broker: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("server: redis broker: %w", err)
 	}
 	node.Presence, node.Occupancy, node.Users = st.Presence(), st.Occupancy(), st.Users()
 	node.Cache, node.Locks = st.Cache(), st.Locks()
 	node.History = rb.History() // a stream per history channel on its shard
+	tag, err := st.ClaimSocketTag(ctx, session.MaxSocketIDTag)
+	if err != nil {
+		log.Error("no socket-id tag: direct pushes to this node's sockets will answer 404 until it restarts", "err", err)
+	}
+	node.SocketIDTag = tag
+	ps := push.New(push.Options{Node: node, NodeID: id, Tag: tag, Broker: rb, Registry: st, Log: log})
+	pushSvc.Store(ps)
+	_ = ps.Start(ctx) // logs and retries by itself
 	peers := newAPIPeers(be.Clients[0], id, cfg.Role != apps.RoleEdge, log)
-	log.Info("connected to redis", "shards", len(be.URLs), "cluster", be.Cluster)
+	log.Info("connected to redis", "shards", len(be.URLs), "cluster", be.Cluster, "socket_tag", tag)
 	// Shard failover: this node probes every shard and moves a dead shard's
 	// channels to the next shard on the ring (redisx.Monitor; README
 	// "Shard failover"). Nothing to do on Redis Cluster.
 	mon := be.StartMonitor(redisx.MonitorOptions{Log: log})
-	return rb, peers, []func(){peers.stop, func() { st.Close() }, mon.Stop, be.Close}, nil
+	return rb, peers, ps, []func(){peers.stop, func() { st.Close() }, mon.Stop, be.Close}, nil
 }
 
 // apiPeers counts the live nodes that serve the HTTP API, so that each

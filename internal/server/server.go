@@ -23,6 +23,7 @@ import (
 	"github.com/heraldrt/herald/internal/hub"
 	"github.com/heraldrt/herald/internal/ops"
 	"github.com/heraldrt/herald/internal/protocol"
+	"github.com/heraldrt/herald/internal/push"
 	"github.com/heraldrt/herald/internal/session"
 	"github.com/heraldrt/herald/internal/state"
 	"github.com/heraldrt/herald/internal/webhooks"
@@ -62,6 +63,8 @@ type Server struct {
 	closers  []func() // Redis state and connections, closed last
 	draining atomic.Bool
 	served   chan error
+	push     *push.Service // direct push (closed before the broker)
+	dr       drainer
 
 	tls      *tls.Config // public listener's TLS (tls.go); nil: plain TCP
 	metrics  *ops.Metrics
@@ -106,6 +109,7 @@ func New(opts Options) (*Server, error) {
 	wh := webhooks.New(opts.Webhooks, reg.All(), log)
 	node.Observer = wh
 	var redisBroker *redisbroker.Broker
+	var pushSvc *push.Service
 	var b broker.Broker
 	var closers []func()
 	if cfg := opts.Config; clustered {
@@ -113,13 +117,14 @@ func New(opts Options) (*Server, error) {
 		// Redis subscription a second after its last local subscriber leaves,
 		// so flapping subscribers do not churn Redis.
 		h := hub.New(nil, edge.EncodeText, time.Second)
-		rb, peers, cl, err := dialRedis(cfg, h, node, log)
+		rb, peers, ps, cl, err := dialRedis(cfg, h, node, log)
 		if err != nil {
 			_ = wh.Close(context.Background())
 			return nil, err
 		}
 		h.SetBroker(rb)
 		node.Hub, b, closers = h, rb, cl
+		pushSvc = ps
 		redisBroker = rb
 		if opts.API.Nodes == nil {
 			opts.API.Nodes = peers.count
@@ -136,6 +141,12 @@ func New(opts Options) (*Server, error) {
 		node.History = history.NewMemory(b, history.MemoryOptions{})
 	}
 	node.Broker = b
+	if pushSvc == nil {
+		pushSvc = push.New(push.Options{Node: node, Log: log}) // one process: local delivery
+	}
+	if opts.API.Push == nil {
+		opts.API.Push = pushSvc
+	}
 	ecfg := opts.Edge
 	if ecfg.PathPrefix == "" {
 		ecfg.PathPrefix = opts.Config.PathPrefix
@@ -154,7 +165,8 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("server: websocket endpoint: %w", err)
 	}
 	s := &Server{opts: opts, log: log, node: node, broker: b, edge: es, webhooks: wh, closers: closers, tls: tlsCfg,
-		served: make(chan error, 1), metrics: metrics, iserved: make(chan error, 1)}
+		served: make(chan error, 1), metrics: metrics, iserved: make(chan error, 1), push: pushSvc}
+	s.dr.done = make(chan struct{})
 	src := ops.Sources{Apps: opts.Config.Apps, Node: node, Edge: es, Webhooks: wh, Redis: redisBroker}
 	mux := http.NewServeMux()
 	// Roles: an edge node holds WebSocket connections, an api node serves the
@@ -225,6 +237,8 @@ func (s *Server) Start() error {
 		default:
 			s.iln = iln
 			s.internal = ops.NewInternal(s.metrics, s.opts.Config.AdminToken)
+			s.internal.HandleAdmin("POST /admin/drain", s.handleDrain)
+			s.internal.HandleAdmin("GET /admin/drain", s.handleDrain)
 			s.internal.Start()
 			// No write timeout: pprof profiles and dashboard streams are long.
 			s.ihttp = &http.Server{Handler: s.internal, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
@@ -243,15 +257,18 @@ func (s *Server) Start() error {
 // Addr returns the listening address (after Start).
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// Shutdown stops in a fixed order: refuse readiness and new connections, close
-// WebSocket connections with 4200 so clients reconnect elsewhere, stop the HTTP
+// Shutdown stops in a fixed order: refuse readiness and new connections (a
+// drain in progress ends here), close the remaining WebSocket connections at
+// once with 4200 so clients reconnect elsewhere, stop the HTTP
 // server, send the webhooks still queued (held ones at once) until ctx ends,
 // then close the broker.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
+	s.stopDrain()
 	errE := s.edge.Shutdown(ctx, protocol.CodeReconnect)
 	errH := s.http.Shutdown(ctx)
 	errW := s.webhooks.Close(ctx)
+	s.push.Close()
 	errB := s.broker.Close()
 	for _, c := range s.closers {
 		c()

@@ -34,6 +34,11 @@ type Node struct {
 	Locks     state.Locks // subscription-count throttle; nil = a process-local table
 	Observer  hooks.Observer
 	Log       *slog.Logger
+	// SocketIDTag, when > 0, is written into every socket_id this node
+	// assigns (see SocketIDTagOf), so that any node of a cluster can tell
+	// which node holds a socket (direct push). At most MaxSocketIDTag.
+	// 0 (a single process): plain random ids.
+	SocketIDTag uint64
 
 	// nodeHistory gives Node its History field: channel history and
 	// recovery (recovery.go).
@@ -122,7 +127,7 @@ func (n *Node) admit(a *apps.App, s *Session) bool {
 		return false
 	}
 	for {
-		id := newSocketID()
+		id := newSocketID(n.SocketIDTag)
 		if _, taken := n.sockets[id]; !taken {
 			s.socketID = id
 			break
@@ -153,12 +158,13 @@ func (n *Node) Session(socketID string) *Session {
 }
 
 // newSocketID returns "<a>.<b>" with two random decimal integers: the format
-// the SDKs validate (^\d+\.\d+$), unguessable (about 80 random bits).
-func newSocketID() string {
+// the SDKs validate (^\d+\.\d+$), unguessable (about 80 random bits). A
+// node tag t > 0 is added to a as t × 10¹² (see SocketIDTagOf).
+func newSocketID(tag uint64) string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
-	a := binary.LittleEndian.Uint64(b[:8]) % 1_000_000_000_000
-	c := binary.LittleEndian.Uint64(b[8:]) % 1_000_000_000_000
+	a := binary.LittleEndian.Uint64(b[:8])%socketIDPart + tag*socketIDPart
+	c := binary.LittleEndian.Uint64(b[8:]) % socketIDPart
 	buf := make([]byte, 0, 26)
 	buf = strconv.AppendUint(buf, a, 10)
 	buf = append(buf, '.')

@@ -135,7 +135,8 @@ func (h *Herald) start() {
 	}
 }
 
-// Stop sends SIGTERM (connections are closed with 4200) and waits.
+// Stop sends SIGINT (an immediate shutdown: every connection is closed with
+// 4200 at once; SIGTERM would drain over drain_window) and waits.
 func (h *Herald) Stop() {
 	h.mu.Lock()
 	cmd, done := h.cmd, h.done
@@ -144,14 +145,34 @@ func (h *Herald) Stop() {
 	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(syscall.SIGINT)
 	select {
 	case <-done:
 	case <-time.After(20 * time.Second):
 		_ = cmd.Process.Kill()
 		<-done
-		h.t.Errorf("herald did not stop within 20s of SIGTERM")
+		h.t.Errorf("herald did not stop within 20s of SIGINT")
 	}
+}
+
+// Terminate sends SIGTERM (a drain: new connections refused, /readyz 503,
+// open ones closed with 4200 over drain_window) and returns at once; Exited
+// reports when the process is gone. Stop (at the end of the test) still
+// waits for it.
+func (h *Herald) Terminate() {
+	h.mu.Lock()
+	cmd := h.cmd
+	h.mu.Unlock()
+	if cmd != nil {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+	}
+}
+
+// Exited is closed when the process has exited (nil before it started).
+func (h *Herald) Exited() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.done
 }
 
 // Kill ends the process at once (SIGKILL), as a crash would.

@@ -294,7 +294,7 @@ func (s *State) reapBucket(ctx context.Context, c rueidis.Client, id, app string
 	keys := []string{p + "occ", p + "occn:" + id, p + "ps:" + id, p + "us:" + id, p + "uc"}
 	for round := 0; round < maxReapRounds; round++ {
 		cctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
-		out, err := reapScript.Exec(cctx, c, keys, []string{p, batch}).AsStrSlice()
+		out, err := reapScript.Exec(cctx, c, keys, []string{p, batch, id}).AsStrSlice()
 		cancel()
 		if err != nil {
 			return err

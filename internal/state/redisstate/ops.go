@@ -235,8 +235,8 @@ func globEscape(s string) string {
 	return b.String()
 }
 
-func userKeys(l loc, node string) []string {
-	return []string{l.p + "uc", l.p + "us:" + node}
+func userKeys(l loc, node, userID string) []string {
+	return []string{l.p + "uc", l.p + "us:" + node, l.p + "un:" + userID}
 }
 
 // SignIn implements state.Users.
@@ -251,7 +251,7 @@ func (u users) SignIn(ctx context.Context, app, userID, socketID string) (bool, 
 	if err := s.register(ctx, l); err != nil {
 		return false, s.wrap("signin", err)
 	}
-	n, err := signInScript.Exec(ctx, l.c, userKeys(l, s.node), []string{userID, socketID + "\x00" + userID}).AsInt64()
+	n, err := signInScript.Exec(ctx, l.c, userKeys(l, s.node, userID), []string{userID, socketID + "\x00" + userID, s.node}).AsInt64()
 	if err != nil {
 		return false, s.wrap("signin", err)
 	}
@@ -268,7 +268,7 @@ func (u users) SignOut(ctx context.Context, app, userID, socketID string) (bool,
 	}
 	defer cancel()
 	l := s.locateUser(app, userID)
-	n, err := signOutScript.Exec(ctx, l.c, userKeys(l, s.node), []string{userID, socketID + "\x00" + userID}).AsInt64()
+	n, err := signOutScript.Exec(ctx, l.c, userKeys(l, s.node, userID), []string{userID, socketID + "\x00" + userID, s.node}).AsInt64()
 	if err != nil {
 		return false, s.wrap("signout", err)
 	}

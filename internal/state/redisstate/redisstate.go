@@ -42,6 +42,8 @@
 //	P uc                hash user → signed-in sockets on all nodes
 //	P us:<node>         hash "<socket>\0<user>" → user: that node's
 //	                    signed-in sockets
+//	P un:<user>         hash node → the user's signed-in sockets there: the
+//	                    connection registry of direct push (registry.go)
 //	P cache:<channel>   string "<len(event)>:<event><data>", PX = cache TTL
 //	P lock:<name>       string node id, NX PX = lock TTL
 //
@@ -167,6 +169,7 @@ type State struct {
 	mu         sync.Mutex
 	registered map[regKey]struct{}
 	closed     bool
+	tag        uint64 // socket-id tag claimed by ClaimSocketTag (registry.go); 0 = none
 
 	stop   context.CancelFunc
 	loopCx context.Context
@@ -256,6 +259,7 @@ func (s *State) Close() error {
 		return nil
 	}
 	var errs []error
+	s.releaseSocketTag()
 	for i, c := range s.b.Clients {
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
 		if err := c.Do(ctx, c.B().Del().Key(aliveKey(s.node)).Build()).Error(); err != nil {

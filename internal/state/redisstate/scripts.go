@@ -69,22 +69,27 @@ return 1
 `)
 
 // signInScript records socket ARGV[2] (field "<socket>\0<user>") signed in as
-// user ARGV[1]; returns 1 when the user has exactly this one socket now.
+// user ARGV[1] on node ARGV[3]; returns 1 when the user has exactly this one
+// socket now.
 // KEYS[1] = uc (user → signed-in sockets on all nodes),
-// KEYS[2] = us:<node> (socket\0user → user, this node's signed-in sockets).
+// KEYS[2] = us:<node> (socket\0user → user, this node's signed-in sockets),
+// KEYS[3] = un:<user> (node → the user's signed-in sockets there: the
+// connection registry direct push reads).
 var signInScript = rueidis.NewLuaScript(`
 if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[1]) == 0 then
   if redis.call('HGET', KEYS[1], ARGV[1]) == '1' then return 1 end
   return 0
 end
+redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
 if redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then return 1 end
 return 0
 `)
 
 // signOutScript undoes signInScript; returns 1 when that was the user's last
-// signed-in socket anywhere.
+// signed-in socket anywhere. Same KEYS and ARGV.
 var signOutScript = rueidis.NewLuaScript(`
 if redis.call('HDEL', KEYS[2], ARGV[2]) == 0 then return 0 end
+if redis.call('HINCRBY', KEYS[3], ARGV[3], -1) <= 0 then redis.call('HDEL', KEYS[3], ARGV[3]) end
 if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) > 0 then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
@@ -99,7 +104,8 @@ return 1
 // atomic step, so however many reapers run (or crash and retry), each
 // transition is reported once.
 // KEYS[1] = occ, KEYS[2] = occn:<dead>, KEYS[3] = ps:<dead>, KEYS[4] = us:<dead>,
-// KEYS[5] = uc; ARGV[1] = the bucket's key prefix "herald:{<app>:<bucket>}:".
+// KEYS[5] = uc; ARGV[1] = the bucket's key prefix "herald:{<app>:<bucket>}:",
+// ARGV[3] = the dead node's id (its field in each user's un:<user> registry).
 var reapScript = rueidis.NewLuaScript(`
 local p, batch = ARGV[1], tonumber(ARGV[2])
 local out = {'0'}
@@ -127,6 +133,8 @@ else
     for i = 1, #f, 2 do
       local user = f[i+1]
       redis.call('HDEL', KEYS[4], f[i])
+      local un = p .. 'un:' .. user
+      if redis.call('HINCRBY', un, ARGV[3], -1) <= 0 then redis.call('HDEL', un, ARGV[3]) end
       if redis.call('HINCRBY', KEYS[5], user, -1) <= 0 then
         if redis.call('HDEL', KEYS[5], user) == 1 then add('u', '', user, 0) end
       end

@@ -1,6 +1,6 @@
 // Reconnection after the server closes with 4200 (driven by reconnect_test.go).
 // Prints "READY <socket_id>" once subscribed; the Go test then restarts Herald
-// (SIGTERM → close 4200). pusher-js must reconnect by itself, get a new
+// (SIGINT → close 4200). pusher-js must reconnect by itself, get a new
 // socket_id, resubscribe, and receive an event published after the restart.
 // Prints "OK" and exits 0, or prints the reason and exits 1.
 import { Agent } from 'node:http';
