@@ -56,9 +56,12 @@ func dialRedis(cfg *apps.Config, h *hub.Hub, node *session.Node, log *slog.Logge
 			}
 		},
 		OnStateLost: func(shard int) {
-			log.Warn("this node was taken for dead by the cluster (missed heartbeats); its connections on the shard are no longer counted until they reconnect",
+			log.Warn("this node's state on a shard was lost (the shard restarted empty, or this node missed heartbeats and was reaped); re-asserting it",
 				"shard", be.Names[min(shard, len(be.Names)-1)])
 		},
+		// Shard failover: write this node's part of the channels' state to
+		// the shard that serves them after every ring change.
+		Reassert: true,
 	})
 	if err != nil {
 		be.Close()

@@ -175,6 +175,9 @@ func (s *State) Reap(ctx context.Context) error {
 }
 
 func (s *State) reapShard(ctx context.Context, shard int) error {
+	if !s.reapable(shard) {
+		return nil // Down, or just back (failover.go)
+	}
 	c := s.b.Clients[shard]
 	cctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	err := c.Do(cctx, c.B().Set().Key(reaperKey).Value(s.token).Nx().PxMilliseconds(s.opts.ReapLockTTL.Milliseconds()).Build()).Error()

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/heraldrt/herald/internal/redisx"
 	"github.com/heraldrt/herald/internal/state"
 	"github.com/redis/rueidis"
 )
@@ -181,7 +182,10 @@ func (o occupancy) Channels(ctx context.Context, app, prefix string) (map[string
 		key    string
 		cursor uint64
 	}
-	for _, c := range s.b.Clients {
+	for shard, c := range s.b.Clients {
+		if s.b.Ring.Health(shard) == redisx.Down {
+			continue // its channels are on the next shards now
+		}
 		pending := make([]scan, s.opts.Buckets)
 		for b := range pending {
 			pending[b] = scan{key: bucketPrefix(app, b) + "occ"}
@@ -204,8 +208,8 @@ func (o occupancy) Channels(ctx context.Context, app, prefix string) (map[string
 				for j := 0; j+1 < len(e.Elements); j += 2 {
 					ch := e.Elements[j]
 					n, err := strconv.Atoi(e.Elements[j+1])
-					if err != nil || n <= 0 || !strings.HasPrefix(ch, prefix) {
-						continue
+					if err != nil || n <= 0 || !strings.HasPrefix(ch, prefix) || !s.placed(shard, app, ch) {
+						continue // or an entry left behind by a failover
 					}
 					out[ch] = n
 				}

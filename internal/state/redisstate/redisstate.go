@@ -18,7 +18,11 @@
 //
 // With independent shards, a channel's state lives on the shard
 // redisx.Backend.For(app, channel) picks, the same one its pub/sub uses, so a
-// dead shard affects the same channels for state and messages. A user's
+// dead shard affects the same channels for state and messages. That is the
+// channel's home shard unless this node's ring has it Down, when it is the
+// next shard of the channel's rendezvous order; with Options.Reassert each
+// node writes its part of the state again wherever its channels moved
+// (failover.go). A user's
 // signed-in sockets live with its user channel (#server-to-user-<id>). With
 // Redis Cluster there is a single client and Redis routes by key slot.
 //
@@ -150,6 +154,12 @@ type Options struct {
 	OnStateLost func(shard int)
 	// Logger gets errors of the background loops (default: discard).
 	Logger *slog.Logger
+	// Reassert (shards only) keeps a record of this node's subscriptions,
+	// presence sockets and signed-in sockets and writes them back to the
+	// shard that serves each channel after a shard failover or failback
+	// (redisx.Ring), when this node's state on a shard was lost
+	// (OnStateLost), and after a failed write (failover.go).
+	Reassert bool
 }
 
 // ErrClosed is returned by operations after Close.
@@ -174,6 +184,11 @@ type State struct {
 	stop   context.CancelFunc
 	loopCx context.Context
 	wg     sync.WaitGroup
+
+	// Re-asserting (failover.go): nil without Options.Reassert.
+	mirror *mirror
+	ra     *reassert
+	ringMu sync.RWMutex // operations read-lock it; a reconcile write-locks it
 }
 
 type regKey struct {
@@ -233,6 +248,9 @@ func New(b *redisx.Backend, nodeID string, opts Options) (*State, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.loopCx, s.stop = context.WithCancel(context.Background())
+	if opts.Reassert && !b.Cluster {
+		s.startReassert()
+	}
 	// The first heartbeat before New returns; a shard that does not answer
 	// is logged, not fatal (the loop keeps trying).
 	if err := s.Heartbeat(s.loopCx); err != nil {
@@ -292,13 +310,28 @@ func (s *State) isClosed() bool {
 }
 
 // Presence returns the cluster-wide presence registry.
-func (s *State) Presence() state.Presence { return presence{s} }
+func (s *State) Presence() state.Presence {
+	if s.mirror != nil {
+		return trackedPresence{s}
+	}
+	return presence{s}
+}
 
 // Occupancy returns the cluster-wide subscription counts.
-func (s *State) Occupancy() state.Occupancy { return occupancy{s} }
+func (s *State) Occupancy() state.Occupancy {
+	if s.mirror != nil {
+		return trackedOccupancy{s}
+	}
+	return occupancy{s}
+}
 
 // Users returns the cluster-wide signed-in users.
-func (s *State) Users() state.Users { return users{s} }
+func (s *State) Users() state.Users {
+	if s.mirror != nil {
+		return trackedUsers{s}
+	}
+	return users{s}
+}
 
 // Cache returns the cluster-wide cache-channel store.
 func (s *State) Cache() state.Cache { return cache{s} }
