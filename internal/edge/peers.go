@@ -157,8 +157,11 @@ func (s *Server) untrack(c *conn) {
 // descriptor: the socket itself for plain TCP, one end of a bridge for TLS.
 // It records what c releases at teardown; on failure it releases addr.
 func (s *Server) takeOver(nc net.Conn, c *conn, addr string) (int, error) {
-	var b *tlsBridge
-	fd, err := -1, error(nil)
+	var (
+		fd  int
+		b   *tlsBridge
+		err error
+	)
 	if tc, ok := nc.(*tls.Conn); ok {
 		fd, b, err = s.bridgeTLS(tc)
 	} else {

@@ -114,7 +114,10 @@ func parseChannelName(name string) (broker.Topic, bool) {
 		return broker.Topic{}, false
 	}
 	i := strings.IndexByte(rest, ':')
-	if i <= 0 || (i > 1 && rest[0] == '0') {
+	// The length is canonical decimal: digits only (Atoi alone would take
+	// "+1"), no leading zero; so a name parses only if it is the name of
+	// its topic.
+	if i <= 0 || rest[0] < '0' || rest[0] > '9' || (i > 1 && rest[0] == '0') {
 		return broker.Topic{}, false
 	}
 	n, err := strconv.Atoi(rest[:i])
