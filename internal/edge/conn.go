@@ -23,44 +23,82 @@ import (
 // Lock order: c.wmu may be taken while holding a hub shard lock (Send); the
 // session lock may be held while taking c.wmu (SendPayload). teardown takes
 // neither while calling into the session.
+//
+// Every open connection carries one of these, so its layout is kept to 160
+// bytes (a size class): the fields are ordered to avoid padding, the frame
+// parser exists only while a frame is incomplete, and the socket id lives in
+// the session.
 type conn struct {
 	srv  *Server
 	app  *apps.App
 	sess *session.Session
-	id   string // socket_id
 
 	fdMu sync.RWMutex // write-locked only to close fd
 	fd   int          // -1 once closed
 
 	// Read side: one reader goroutine at a time (readState).
-	readState atomic.Int32 // 0 idle, 1 reading, 2 reading and more arrived
-	parser    frameParser
+	parser    *frameParser  // nil unless a frame or fragmented message is incomplete
 	lastRead  atomic.Int64  // unix nanos of the last bytes received
+	pingedAt  atomic.Int64  // unix nanos of our ping, 0 when none outstanding
+	readState atomic.Int32  // 0 idle, 1 reading, 2 reading and more arrived
 	why       atomic.Uint32 // CloseReason, set by the first close
 	closeCode atomic.Int32  // close code of the first close frame, 0 if none
-	pingedAt  atomic.Int64  // unix nanos of our ping, 0 when none outstanding
-	stopRead  atomic.Bool   // a close is under way: input is discarded
+	rflags    atomic.Uint32 // flagStopRead, flagDead
 
 	// Write side, guarded by wmu.
+	scheduled  bool // in the flush queue or being flushed
+	blocked    bool // the socket is full; waiting for EPOLLOUT
+	writable   bool // EPOLLOUT seen since the flusher last started writing
+	closing    bool // a close frame is queued; nothing more is accepted
+	closeAfter bool // tear down once the queue is written
 	wmu        sync.Mutex
 	queue      [][]byte // frames waiting to be written (shared, immutable)
 	queued     int      // bytes in queue
-	scheduled  bool     // in the flush queue or being flushed
-	blocked    bool     // the socket is full; waiting for EPOLLOUT
-	writable   bool     // EPOLLOUT seen since the flusher last started writing
-	closing    bool     // a close frame is queued; nothing more is accepted
 	closingAt  int64    // unix nanos when closing started
-	closeAfter bool     // tear down once the queue is written
-	closeText  string   // reason of the close frame, for the close log line
+	closeText  *string  // reason of the close frame, for the close log line
+}
 
-	dead     atomic.Bool
-	downOnce sync.Once
+const (
+	flagStopRead = 1 << iota // a close is under way: input is discarded
+	flagDead                 // torn down (set once, by teardown)
+)
+
+func (c *conn) stopReading()      { c.rflags.Or(flagStopRead) }
+func (c *conn) readStopped() bool { return c.rflags.Load()&flagStopRead != 0 }
+func (c *conn) isDead() bool      { return c.rflags.Load()&flagDead != 0 }
+
+// socketID returns the connection's socket_id ("" before the session starts).
+func (c *conn) socketID() string {
+	if c.sess == nil {
+		return ""
+	}
+	return c.sess.SocketID()
+}
+
+// feed parses bytes read from the socket. The parser's state outlives the
+// call only when a frame is incomplete; otherwise it is dropped, so an idle
+// connection holds none.
+func (c *conn) feed(data []byte) error {
+	if c.parser != nil {
+		err := c.parser.feed(data, c.app.MaxFrameSize, c)
+		if c.parser.idle() {
+			c.parser = nil
+		}
+		return err
+	}
+	var p frameParser
+	err := p.feed(data, c.app.MaxFrameSize, c)
+	if !p.idle() {
+		kept := p
+		c.parser = &kept
+	}
+	return err
 }
 
 var errClosed = errors.New("connection closed")
 
 // SocketID implements hub.Conn.
-func (c *conn) SocketID() string { return c.id }
+func (c *conn) SocketID() string { return c.socketID() }
 
 // Send implements hub.Conn: it queues a shared, pre-encoded frame.
 func (c *conn) Send(wire []byte) {
@@ -91,8 +129,8 @@ func (c *conn) closeWith(code int, reason string) {
 	}
 	c.why.CompareAndSwap(uint32(reasonUnset), uint32(closeCategory(code, reason)))
 	c.closeCode.CompareAndSwap(0, int32(code))
-	c.closeText = reason
-	c.srv.log.Debug("closing connection", "socket_id", c.id, "app", c.app.ID, "code", code, "reason", reason)
+	c.closeText = &reason
+	c.srv.log.Debug("closing connection", "socket_id", c.socketID(), "app", c.app.ID, "code", code, "reason", reason)
 	c.queue = append(c.queue, closeFrame(code, reason))
 	c.closing = true
 	c.closingAt = time.Now().UnixNano()
@@ -121,7 +159,7 @@ func (c *conn) enqueue(b []byte, _ bool) bool {
 		c.queue, c.queued = nil, 0
 		c.wmu.Unlock()
 		c.srv.stats.slowConsumers.Add(1)
-		c.srv.log.Info("closing slow consumer", "socket_id", c.id, "app", c.app.ID,
+		c.srv.log.Info("closing slow consumer", "socket_id", c.socketID(), "app", c.app.ID,
 			"limit_bytes", c.app.MaxQueuedBytes)
 		// Not inline: the caller may hold a hub lock that teardown needs.
 		c.teardownAsync("slow consumer")
@@ -269,19 +307,19 @@ func (c *conn) readLoop() {
 	bp := readBufPool.Get().(*[]byte)
 	defer readBufPool.Put(bp)
 	buf := *bp
-	for !c.dead.Load() {
+	for !c.isDead() {
 		n, err := c.read(buf)
 		if n > 0 {
 			now := time.Now().UnixNano()
 			c.lastRead.Store(now)
 			c.pingedAt.Store(0)
 			c.srv.stats.bytesIn.Add(int64(n))
-			if c.stopRead.Load() {
+			if c.readStopped() {
 				continue
 			}
-			if perr := c.parser.feed(buf[:n], c.app.MaxFrameSize, c); perr != nil {
-				c.srv.log.Debug("bad frame", "socket_id", c.id, "err", perr)
-				c.stopRead.Store(true)
+			if perr := c.feed(buf[:n]); perr != nil {
+				c.srv.log.Debug("bad frame", "socket_id", c.socketID(), "err", perr)
+				c.stopReading()
 				c.closeWith(int(closeStatus(perr)), perr.Error())
 			}
 			continue
@@ -317,11 +355,14 @@ func (c *conn) read(buf []byte) (int, error) {
 	return n, err
 }
 
-var readBufPool = sync.Pool{New: func() any { b := make([]byte, 16*1024); return &b }}
+// readBufPool holds the reader goroutines' buffers. Client messages are
+// small (a subscribe is a few hundred bytes); 4 KiB keeps the memory of a
+// connect or disconnect burst, when thousands of readers run at once, low.
+var readBufPool = sync.Pool{New: func() any { b := make([]byte, 4*1024); return &b }}
 
 // onMessage implements frameSink.
 func (c *conn) onMessage(_ ws.OpCode, payload []byte) {
-	if c.stopRead.Load() {
+	if c.readStopped() {
 		return
 	}
 	c.srv.stats.messagesIn.Add(1)
@@ -338,7 +379,7 @@ func (c *conn) onControl(op ws.OpCode, payload []byte) {
 		if code == 0 || !code.IsProtocolDefined() && !code.IsApplicationSpec() && !code.IsPrivateSpec() {
 			code = ws.StatusNormalClosure
 		}
-		c.stopRead.Store(true)
+		c.stopReading()
 		c.closeWith(int(code), "client closed")
 	}
 }
@@ -356,29 +397,29 @@ func (c *conn) teardownAsync(reason string) {
 // teardown closes the socket at once and ends the session. Safe to call more
 // than once and from any goroutine that holds no session or hub lock.
 func (c *conn) teardown(reason string) {
-	c.downOnce.Do(func() {
-		c.dead.Store(true)
-		c.wmu.Lock()
-		c.closing = true
-		c.queue, c.queued = nil, 0
-		c.wmu.Unlock()
-		c.fdMu.Lock()
-		fd := c.fd
-		c.fd = -1
-		if fd >= 0 {
-			c.srv.poller.remove(c, fd)
-			_ = unix.Close(fd)
-		}
-		c.fdMu.Unlock()
-		c.srv.untrack(c)
-		if c.sess != nil {
-			c.sess.Closed()
-		}
-		c.srv.stats.closed.Add(1)
-		c.why.CompareAndSwap(uint32(reasonUnset), uint32(closeCategory(0, reason)))
-		c.srv.stats.reasons[c.why.Load()].Add(1)
-		c.logClosed(reason)
-	})
+	if c.rflags.Or(flagDead)&flagDead != 0 {
+		return
+	}
+	c.wmu.Lock()
+	c.closing = true
+	c.queue, c.queued = nil, 0
+	c.wmu.Unlock()
+	c.fdMu.Lock()
+	fd := c.fd
+	c.fd = -1
+	if fd >= 0 {
+		c.srv.poller.remove(c, fd)
+		_ = unix.Close(fd)
+	}
+	c.fdMu.Unlock()
+	c.srv.untrack(c)
+	if c.sess != nil {
+		c.sess.Closed()
+	}
+	c.srv.stats.closed.Add(1)
+	c.why.CompareAndSwap(uint32(reasonUnset), uint32(closeCategory(0, reason)))
+	c.srv.stats.reasons[c.why.Load()].Add(1)
+	c.logClosed(reason)
 }
 
 // logClosed is the one debug line per closed connection: its category (the
@@ -390,14 +431,14 @@ func (c *conn) logClosed(reason string) {
 		return
 	}
 	attrs := make([]slog.Attr, 0, 5)
-	attrs = append(attrs, slog.String("socket_id", c.id), slog.String("app", c.app.ID),
+	attrs = append(attrs, slog.String("socket_id", c.socketID()), slog.String("app", c.app.ID),
 		slog.String("category", CloseReasonNames[c.why.Load()]))
 	if code := c.closeCode.Load(); code != 0 {
 		attrs = append(attrs, slog.Int("code", int(code)))
 	}
 	c.wmu.Lock()
-	if c.closeText != "" {
-		reason = c.closeText
+	if c.closeText != nil && *c.closeText != "" {
+		reason = *c.closeText
 	}
 	c.wmu.Unlock()
 	attrs = append(attrs, slog.String("reason", reason))

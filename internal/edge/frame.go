@@ -79,6 +79,11 @@ type frameParser struct {
 	fragOp  ws.OpCode
 }
 
+// idle reports whether the parser holds nothing between calls.
+func (p *frameParser) idle() bool {
+	return len(p.partial) == 0 && p.fragOp == 0 && p.frag == nil
+}
+
 // frameSink receives what the parser finds. Payloads are only valid during the
 // call.
 type frameSink interface {

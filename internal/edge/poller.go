@@ -14,7 +14,8 @@ type poller struct {
 	wakeFd int // eventfd used to stop the loop
 
 	mu    sync.RWMutex
-	conns map[int]*conn
+	conns []*conn // indexed by file descriptor (small, dense integers)
+	n     int     // non-nil entries of conns
 }
 
 func newPoller() (*poller, error) {
@@ -32,7 +33,7 @@ func newPoller() (*poller, error) {
 		unix.Close(wfd)
 		return nil, err
 	}
-	return &poller{epfd: epfd, wakeFd: wfd, conns: make(map[int]*conn)}, nil
+	return &poller{epfd: epfd, wakeFd: wfd}, nil
 }
 
 // add starts watching c. It holds c.fdMu so that it cannot interleave with
@@ -44,12 +45,12 @@ func (p *poller) add(c *conn) error {
 		return errClosed
 	}
 	p.mu.Lock()
-	p.conns[c.fd] = c
+	p.set(c.fd, c)
 	p.mu.Unlock()
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(c.fd)}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
 		p.mu.Lock()
-		delete(p.conns, c.fd)
+		p.set(c.fd, nil)
 		p.mu.Unlock()
 		return err
 	}
@@ -62,8 +63,8 @@ func (p *poller) add(c *conn) error {
 func (p *poller) remove(c *conn, fd int) {
 	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	p.mu.Lock()
-	if p.conns[fd] == c {
-		delete(p.conns, fd)
+	if p.get(fd) == c {
+		p.set(fd, nil)
 	}
 	p.mu.Unlock()
 }
@@ -87,7 +88,7 @@ func (p *poller) run() {
 				p.mu.RUnlock()
 				return
 			}
-			c := p.conns[fd]
+			c := p.get(fd)
 			if c == nil {
 				continue
 			}
@@ -102,12 +103,39 @@ func (p *poller) run() {
 	}
 }
 
+// get returns the connection on fd, or nil. The caller holds mu.
+func (p *poller) get(fd int) *conn {
+	if fd < 0 || fd >= len(p.conns) {
+		return nil
+	}
+	return p.conns[fd]
+}
+
+// set records c (nil: none) on fd. The caller holds mu for writing.
+func (p *poller) set(fd int, c *conn) {
+	if fd >= len(p.conns) {
+		if c == nil {
+			return
+		}
+		p.conns = append(p.conns, make([]*conn, fd+1-len(p.conns)+len(p.conns)/4)...)
+	}
+	switch old := p.conns[fd]; {
+	case old == nil && c != nil:
+		p.n++
+	case old != nil && c == nil:
+		p.n--
+	}
+	p.conns[fd] = c
+}
+
 // snapshot returns the connections being watched.
 func (p *poller) snapshot(dst []*conn) []*conn {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	for _, c := range p.conns {
-		dst = append(dst, c)
+		if c != nil {
+			dst = append(dst, c)
+		}
 	}
 	return dst
 }

@@ -304,7 +304,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.sess = sess
-	c.id = sess.SocketID()
 	fd, err := s.takeOver(nc, c, addr) // the socket, or a TLS bridge (tls.go)
 	if err != nil {
 		s.log.Error("cannot take over socket", "err", err)
@@ -320,8 +319,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.SendPayload(sess.Established())
 	if n := rw.Reader.Buffered(); n > 0 {
 		b, _ := rw.Reader.Peek(n)
-		if err := c.parser.feed(append([]byte(nil), b...), app.MaxFrameSize, c); err != nil {
-			c.stopRead.Store(true)
+		if err := c.feed(append([]byte(nil), b...)); err != nil {
+			c.stopReading()
 			c.closeWith(int(closeStatus(err)), err.Error())
 		}
 	}
@@ -378,7 +377,7 @@ func isUpgrade(r *http.Request) bool {
 func (s *Server) Connections() int {
 	s.poller.mu.RLock()
 	defer s.poller.mu.RUnlock()
-	return len(s.poller.conns)
+	return s.poller.n
 }
 
 // Shutdown stops accepting connections, closes every open one with code

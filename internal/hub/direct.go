@@ -21,22 +21,22 @@ func (h *Hub) DeliverTo(t broker.Topic, payload []byte, ids []string) []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	ch := s.channels[t]
-	if ch == nil || len(ch.subs) == 0 {
+	if ch == nil || ch.subs.len() == 0 {
 		return ids
 	}
 	wire := h.encode(payload)
 	n := uint64(0)
-	for c := range ch.subs {
+	ch.subs.each(func(c Conn) {
 		if o, ok := c.(Offerer); ok {
 			if !o.Offer(wire) {
-				continue
+				return
 			}
 		} else {
 			c.Send(wire)
 		}
 		ids = append(ids, c.SocketID())
 		n++
-	}
+	})
 	h.delivered.Add(n)
 	return ids
 }

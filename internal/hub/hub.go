@@ -99,10 +99,88 @@ type shard struct {
 
 // channel is guarded by its shard's mutex.
 type channel struct {
-	subs       map[Conn]struct{}
+	subs       subscribers
 	subscribed bool          // the broker subscription is active
 	busy       chan struct{} // non-nil while a broker call is in flight; closed when done
 	timer      *time.Timer   // a pending delayed unsubscribe
+}
+
+// subscribers is a channel's set of local connections. Most channels of a
+// busy node have one subscriber (a user's own channel), so the first one is
+// held inline and a map is made only for a second: 48 bytes per channel
+// instead of about 300 for a one-entry map.
+type subscribers struct {
+	one  Conn              // the only subscriber, when many is nil
+	many map[Conn]struct{} // two or more (or, after leaves, fewer) subscribers
+}
+
+func (s *subscribers) len() int {
+	if s.many != nil {
+		return len(s.many)
+	}
+	if s.one != nil {
+		return 1
+	}
+	return 0
+}
+
+func (s *subscribers) has(c Conn) bool {
+	if s.many != nil {
+		_, ok := s.many[c]
+		return ok
+	}
+	return s.one != nil && s.one == c
+}
+
+// add adds c and reports whether it was new.
+func (s *subscribers) add(c Conn) bool {
+	switch {
+	case s.many != nil:
+		if _, ok := s.many[c]; ok {
+			return false
+		}
+		s.many[c] = struct{}{}
+	case s.one == nil:
+		s.one = c
+	case s.one == c:
+		return false
+	default:
+		s.many = map[Conn]struct{}{s.one: {}, c: {}}
+		s.one = nil
+	}
+	return true
+}
+
+// remove removes c and reports whether it was there.
+func (s *subscribers) remove(c Conn) bool {
+	if s.many != nil {
+		if _, ok := s.many[c]; !ok {
+			return false
+		}
+		delete(s.many, c)
+		if len(s.many) == 0 {
+			s.many = nil
+		}
+		return true
+	}
+	if s.one != nil && s.one == c {
+		s.one = nil
+		return true
+	}
+	return false
+}
+
+// each calls f for every subscriber; f must not change the set.
+func (s *subscribers) each(f func(Conn)) {
+	if s.many != nil {
+		for c := range s.many {
+			f(c)
+		}
+		return
+	}
+	if s.one != nil {
+		f(s.one)
+	}
 }
 
 // New returns a hub that subscribes through b, encodes frames with enc, and
@@ -137,7 +215,7 @@ func (h *Hub) Join(ctx context.Context, t broker.Topic, c Conn) error {
 		s.mu.Lock()
 		ch := s.channels[t]
 		if ch == nil {
-			ch = &channel{subs: make(map[Conn]struct{}, 1)}
+			ch = &channel{}
 			s.channels[t] = ch
 		}
 		if busy := ch.busy; busy != nil {
@@ -149,10 +227,9 @@ func (h *Hub) Join(ctx context.Context, t broker.Topic, c Conn) error {
 				return ctx.Err()
 			}
 		}
-		if _, dup := ch.subs[c]; !dup {
+		if ch.subs.add(c) {
 			h.subs[Kind(t.Channel)].Add(1)
 		}
-		ch.subs[c] = struct{}{}
 		if ch.timer != nil {
 			ch.timer.Stop()
 			ch.timer = nil
@@ -170,14 +247,13 @@ func (h *Hub) Join(ctx context.Context, t broker.Topic, c Conn) error {
 		s.mu.Lock()
 		ch.busy = nil
 		if err != nil {
-			if _, ok := ch.subs[c]; ok {
-				delete(ch.subs, c)
+			if ch.subs.remove(c) {
 				h.subs[Kind(t.Channel)].Add(-1)
 			}
 		} else {
 			ch.subscribed = true
 		}
-		empty := len(ch.subs) == 0
+		empty := ch.subs.len() == 0
 		if empty && !ch.subscribed {
 			delete(s.channels, t)
 		}
@@ -201,13 +277,12 @@ func (h *Hub) Leave(t broker.Topic, c Conn) bool {
 		s.mu.Unlock()
 		return false
 	}
-	if _, ok := ch.subs[c]; !ok {
+	if !ch.subs.remove(c) {
 		s.mu.Unlock()
 		return false
 	}
-	delete(ch.subs, c)
 	h.subs[Kind(t.Channel)].Add(-1)
-	release := len(ch.subs) == 0 && ch.subscribed && ch.busy == nil
+	release := ch.subs.len() == 0 && ch.subscribed && ch.busy == nil
 	if release && h.delay > 0 {
 		if ch.timer == nil {
 			ch.timer = time.AfterFunc(h.delay, func() { h.tryUnsubscribe(t) })
@@ -225,7 +300,7 @@ func (h *Hub) release(t broker.Topic) {
 	if h.delay > 0 {
 		s := h.shard(t)
 		s.mu.Lock()
-		if ch := s.channels[t]; ch != nil && ch.timer == nil && len(ch.subs) == 0 {
+		if ch := s.channels[t]; ch != nil && ch.timer == nil && ch.subs.len() == 0 {
 			ch.timer = time.AfterFunc(h.delay, func() { h.tryUnsubscribe(t) })
 		}
 		s.mu.Unlock()
@@ -239,7 +314,7 @@ func (h *Hub) tryUnsubscribe(t broker.Topic) {
 	s := h.shard(t)
 	s.mu.Lock()
 	ch := s.channels[t]
-	if ch == nil || len(ch.subs) > 0 || ch.busy != nil || !ch.subscribed {
+	if ch == nil || ch.subs.len() > 0 || ch.busy != nil || !ch.subscribed {
 		s.mu.Unlock()
 		return
 	}
@@ -268,24 +343,29 @@ func (h *Hub) Deliver(m *broker.Message) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	ch := s.channels[m.Topic]
-	if ch == nil || len(ch.subs) == 0 {
+	if ch == nil || ch.subs.len() == 0 {
 		return
 	}
 	switch m.Kind {
 	case broker.KindTerminate:
-		for c := range ch.subs {
-			// Terminate must not call back into the hub synchronously.
-			c.Terminate()
-		}
+		// Terminate must not call back into the hub synchronously.
+		ch.subs.each(Conn.Terminate)
 	default:
 		wire := h.encode(m.Payload)
 		n := uint64(0)
-		for c := range ch.subs {
+		send := func(c Conn) {
 			if m.Exclude != "" && c.SocketID() == m.Exclude {
-				continue
+				return
 			}
 			c.Send(wire)
 			n++
+		}
+		if ch.subs.many != nil {
+			for c := range ch.subs.many {
+				send(c)
+			}
+		} else {
+			send(ch.subs.one)
 		}
 		h.delivered.Add(n)
 	}
@@ -297,7 +377,7 @@ func (h *Hub) Count(t broker.Topic) int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if ch := s.channels[t]; ch != nil {
-		return len(ch.subs)
+		return ch.subs.len()
 	}
 	return 0
 }
