@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -72,7 +73,11 @@ func (s *Server) Drain(window time.Duration) DrainStatus {
 		s.dr.wg.Add(2)
 		go func() {
 			defer s.dr.wg.Done()
-			s.edge.Drain(ctx, window, protocol.CodeReconnect)
+			r := s.edge.Drain(ctx, window, protocol.CodeReconnect)
+			if r.Connections > 0 {
+				s.log.Info("drain: every close frame queued", "connections", r.Connections,
+					"last", r.Last.Round(time.Millisecond), "per_tenth_of_window", fmt.Sprint(r.PerTenth), "late", r.Late)
+			}
 		}()
 		go func() {
 			defer s.dr.wg.Done()
