@@ -2,8 +2,10 @@
 GO       ?= go
 FUZZTIME ?= 2m
 SMOKE_FUZZTIME ?= 10s
+SOAK_DURATION ?= 1h
+SOAK_INTERVAL ?= 1m
 
-.PHONY: run build test deps lint unit fuzz fuzz-smoke clean
+.PHONY: run build test deps lint unit fuzz fuzz-smoke chaos soak clean
 
 ## run: start Herald with the built-in defaults (in-memory broker, dev app)
 run:
@@ -18,15 +20,26 @@ deps:
 	./scripts/deps.sh
 
 ## test: every test, with -race, after installing what the tests need
-test: deps lint unit fuzz-smoke
+test: deps lint unit chaos fuzz-smoke
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './tools/*')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt: not formatted:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags 'chaos soak' ./test/chaos
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+## chaos: faults and load with real processes (part of make test, about 3 minutes);
+## figures in bin/chaos-report.{md,json}
+chaos:
+	$(GO) test -tags chaos -count=1 -timeout 10m -v ./test/chaos
+
+## soak: SOAK_DURATION (1h) at half load, RSS and goroutines sampled every
+## SOAK_INTERVAL (1m) and checked flat; not part of make test. bin/soak-report.{md,json}
+soak:
+	SOAK_DURATION=$(SOAK_DURATION) SOAK_INTERVAL=$(SOAK_INTERVAL) $(GO) test -tags soak -count=1 -timeout 0 -run TestSoak -v ./test/chaos
 
 ## fuzz-smoke: a short run of every fuzz target (part of make test)
 fuzz-smoke:

@@ -195,6 +195,17 @@ func (h *Herald) Restart() {
 	h.start()
 }
 
+// PID returns the process id of the running server, or 0 when it is stopped
+// (chaos tests read its /proc/<pid>/status).
+func (h *Herald) PID() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cmd == nil || h.cmd.Process == nil {
+		return 0
+	}
+	return h.cmd.Process.Pid
+}
+
 // Log returns everything the server printed so far.
 func (h *Herald) Log() string { return h.log.String() }
 
