@@ -18,6 +18,7 @@ import (
 	"github.com/heraldrt/herald/internal/broker/redisbroker"
 	"github.com/heraldrt/herald/internal/edge"
 	"github.com/heraldrt/herald/internal/hub"
+	"github.com/heraldrt/herald/internal/push"
 	"github.com/heraldrt/herald/internal/session"
 	"github.com/heraldrt/herald/internal/webhooks"
 )
@@ -30,6 +31,7 @@ type Sources struct {
 	API      *api.API
 	Webhooks *webhooks.Dispatcher
 	Redis    *redisbroker.Broker
+	Push     *push.Service
 }
 
 // Metrics holds the registry. Create it with NewMetrics before the API and
@@ -64,6 +66,7 @@ func NewMetrics() *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		(*collector)(m))
 	m.reg.MustRegister((*ringCollector)(m)) // failover.go
+	m.reg.MustRegister((*pushCollector)(m)) // push.go
 	return m
 }
 

@@ -167,7 +167,7 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: log, node: node, broker: b, edge: es, webhooks: wh, closers: closers, tls: tlsCfg,
 		served: make(chan error, 1), metrics: metrics, iserved: make(chan error, 1), push: pushSvc}
 	s.dr.done = make(chan struct{})
-	src := ops.Sources{Apps: opts.Config.Apps, Node: node, Edge: es, Webhooks: wh, Redis: redisBroker}
+	src := ops.Sources{Apps: opts.Config.Apps, Node: node, Edge: es, Webhooks: wh, Redis: redisBroker, Push: pushSvc}
 	mux := http.NewServeMux()
 	// Roles: an edge node holds WebSocket connections, an api node serves the
 	// HTTP API; "all" (the default) does both.

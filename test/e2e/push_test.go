@@ -76,6 +76,24 @@ func TestPushToUser(t *testing.T) {
 		t.Fatalf("string data arrived as %s", f.raw)
 	}
 	laptop.expectOn("s", "#server-to-user-alice")
+
+	// The metrics count the pushes and the deliveries of their receipts.
+	mfs, err := e.srv.Metrics().Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if c := m.GetCounter(); c != nil && len(m.GetLabel()) == 0 {
+				got[mf.GetName()] = c.GetValue()
+			}
+		}
+	}
+	if got["herald_push_requests_total"] < 4 || got["herald_push_delivered_total"] != 4 || got["herald_push_timed_out_total"] != 0 {
+		t.Fatalf("push metrics: requests %v, delivered %v, timed out %v", got["herald_push_requests_total"],
+			got["herald_push_delivered_total"], got["herald_push_timed_out_total"])
+	}
 }
 
 // Direct push to one socket: only that connection gets it, with no channel;
