@@ -97,6 +97,10 @@ func (c *conn) feed(data []byte) error {
 
 var errClosed = errors.New("connection closed")
 
+// slowConsumerReason is the teardown reason of a connection whose queue
+// passed max_queued_bytes.
+const slowConsumerReason = "slow consumer"
+
 // SocketID implements hub.Conn.
 func (c *conn) SocketID() string { return c.socketID() }
 
@@ -162,7 +166,7 @@ func (c *conn) enqueue(b []byte, _ bool) bool {
 		c.srv.log.Info("closing slow consumer", "socket_id", c.socketID(), "app", c.app.ID,
 			"limit_bytes", c.app.MaxQueuedBytes)
 		// Not inline: the caller may hold a hub lock that teardown needs.
-		c.teardownAsync("slow consumer")
+		c.teardownAsync(slowConsumerReason)
 		return false
 	}
 	c.queue = append(c.queue, b)
@@ -409,6 +413,13 @@ func (c *conn) teardown(reason string) {
 	c.fd = -1
 	if fd >= 0 {
 		c.srv.poller.remove(c, fd)
+		if reason == slowConsumerReason {
+			// What the kernel still holds for a peer that stopped reading
+			// (up to tcp_wmem's 4 MiB) would otherwise stay, orphaned,
+			// until the peer reads it or zero-window probing gives up,
+			// minutes later: reset the connection and free it now.
+			_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		}
 		_ = unix.Close(fd)
 	}
 	c.fdMu.Unlock()

@@ -95,7 +95,7 @@ func closeCategory(code int, reason string) CloseReason {
 		return ReasonPongTimeout
 	case code == int(protocol.CodeUnauthorized):
 		return ReasonTerminated
-	case reason == "slow consumer":
+	case reason == slowConsumerReason:
 		return ReasonSlowConsumer
 	case code == 1002 || code == 1007 || code == 1009:
 		return ReasonProtocolError
