@@ -498,3 +498,41 @@ func TestClusterDrainUnderLoad(t *testing.T) {
 		t.Errorf("no publish went through the draining node")
 	}
 }
+
+// A second SIGTERM during a drain stops at once: the connections not yet
+// closed get their 4200 immediately and the process exits.
+func TestDrainSecondSignalStopsAtOnce(t *testing.T) {
+	h := testkit.StartHerald(t, heraldBin, drainConfig, "HERALD_DRAIN_WINDOW=1m", "HERALD_LOG_LEVEL=info")
+	var cs []*testkit.WSClient
+	for range 5 {
+		cs = append(cs, testkit.Dial(t, h.Addr, app.Key))
+	}
+	h.Terminate()
+	waitFor(t, 5*time.Second, "readyz 503", func() bool {
+		resp, err := http.Get("http://" + h.Addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	select {
+	case <-h.Exited():
+		t.Fatal("exited before the second signal, with a 1 minute window and 5 connections")
+	case <-time.After(200 * time.Millisecond):
+	}
+	start := time.Now()
+	h.Terminate()
+	select {
+	case <-h.Exited():
+	case <-time.After(10 * time.Second):
+		t.Fatal("still running 10 s after the second SIGTERM")
+	}
+	for _, c := range cs {
+		c.ExpectClose(4200)
+	}
+	t.Logf("exited %v after the second SIGTERM", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(h.Log(), "second signal during the drain") {
+		t.Fatalf("no log of the second signal:\n%s", h.Log())
+	}
+}

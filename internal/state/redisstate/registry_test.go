@@ -4,7 +4,12 @@ import (
 	"maps"
 	"testing"
 	"time"
+
+	"github.com/heraldrt/herald/internal/push"
 )
+
+// State is direct push's connection registry.
+var _ push.Registry = (*State)(nil)
 
 // wantNodes checks UserNodes. A read that follows a change made through
 // another connection of the same process may still be served from the
