@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldrt/herald/internal/redistest"
 	"github.com/heraldrt/herald/internal/session"
 	"github.com/heraldrt/herald/internal/testkit"
 )
@@ -174,5 +175,33 @@ func TestClusterPushNodeDeath(t *testing.T) {
 	}
 	if !strings.Contains(f.edgeA.Log(), "socket_tag=") {
 		t.Fatalf("edge A did not log its socket tag")
+	}
+}
+
+// The same receipts on a Redis Cluster (sharded pub/sub for the node
+// topics, the registry in the user's slot, tags on the one cluster client).
+func TestClusterPushOnRedisCluster(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	env := []string{"HERALD_REDIS_CLUSTER=" + rc.Seed()}
+	edge1 := testkit.StartHerald(t, heraldBin, config, append(env, "HERALD_ROLE=edge")...)
+	edge2 := testkit.StartHerald(t, heraldBin, config, append(env, "HERALD_ROLE=edge")...)
+	api := testkit.StartHerald(t, heraldBin, config, append(env, "HERALD_ROLE=api")...)
+	a := testkit.Dial(t, edge1.Addr, app.Key)
+	b := testkit.Dial(t, edge2.Addr, app.Key)
+	signin(t, a, `{"id":"alice"}`)
+	signin(t, b, `{"id":"alice"}`)
+	code, body, r := push(t, api.Addr, "/users/alice/events", map[string]any{"name": "e", "data": "d"})
+	if code != 200 || r.Delivered != 2 || !slices.Equal(r.Sockets, sorted(a.SocketID, b.SocketID)) {
+		t.Fatalf("user push on Redis Cluster: %d %s", code, body)
+	}
+	expectPushed(t, a, "e", "#server-to-user-alice", "d")
+	expectPushed(t, b, "e", "#server-to-user-alice", "d")
+	code, body, r = push(t, api.Addr, "/sockets/"+b.SocketID+"/events", map[string]any{"name": "s", "data": "d"})
+	if code != 200 || r.Delivered != 1 {
+		t.Fatalf("socket push on Redis Cluster: %d %s", code, body)
+	}
+	expectPushed(t, b, "s", "", "d")
+	if code, body, _ := push(t, api.Addr, "/users/bob/events", map[string]any{"name": "e", "data": "d"}); code != 200 || body != `{"delivered":0}` {
+		t.Fatalf("offline user on Redis Cluster: %d %s", code, body)
 	}
 }
