@@ -234,9 +234,12 @@ func (s *Service) Stats() Stats {
 // ToUser delivers event with data to every connection signed in as userID in
 // app, on the user's channel (#server-to-user-<id>, where pusher-js's
 // pusher.user.bind receives it), and returns the receipt: Delivered 0 when
-// the user has no signed-in connection. timeout bounds the wait for other
-// nodes (0: DefaultTimeout; at most MaxTimeout).
+// the user has no signed-in connection. timeout bounds the whole push, the
+// registry lookup and the wait for other nodes (0: DefaultTimeout; at most
+// MaxTimeout).
 func (s *Service) ToUser(ctx context.Context, app, userID, event, data string, timeout time.Duration) (Result, error) {
+	ctx, cancel := withTimeout(ctx, timeout)
+	defer cancel()
 	payload := protocol.Event(event, protocol.UserChannel(userID), data)
 	if !s.clustered() {
 		return s.answer(local(s.o.Node.PushLocalUser(app, userID, payload, nil))), nil
@@ -255,7 +258,7 @@ func (s *Service) ToUser(ctx context.Context, app, userID, event, data string, t
 	for n := range nodes {
 		ids = append(ids, n)
 	}
-	return s.answer(s.fanout(ctx, app, kindUser, userID, payload, ids, timeout)), nil
+	return s.answer(s.fanout(ctx, app, kindUser, userID, payload, ids)), nil
 }
 
 // ToSocket delivers event with data to the connection socketID of app, with
@@ -264,6 +267,8 @@ func (s *Service) ToUser(ctx context.Context, app, userID, event, data string, t
 // open connection of app has it, unless the node holding it did not answer
 // in time (then the receipt says TimedOut).
 func (s *Service) ToSocket(ctx context.Context, app, socketID, event, data string, timeout time.Duration) (Result, error) {
+	ctx, cancel := withTimeout(ctx, timeout)
+	defer cancel()
 	tag, ok := session.SocketIDTagOf(socketID)
 	if !ok {
 		return Result{}, ErrBadSocketID
@@ -285,7 +290,7 @@ func (s *Service) ToSocket(ctx context.Context, app, socketID, event, data strin
 	if node == "" {
 		return Result{}, ErrNoSocket
 	}
-	r := s.fanout(ctx, app, kindSocket, socketID, payload, []string{node}, timeout)
+	r := s.fanout(ctx, app, kindSocket, socketID, payload, []string{node})
 	if r.TimedOut {
 		s.forgetTag(tag) // the node may be gone: ask the registry next time
 	}
@@ -293,6 +298,15 @@ func (s *Service) ToSocket(ctx context.Context, app, socketID, event, data strin
 		return Result{}, ErrNoSocket
 	}
 	return s.answer(r), nil
+}
+
+// withTimeout bounds a push by timeout (0: DefaultTimeout; at most
+// MaxTimeout).
+func withTimeout(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	return context.WithTimeout(ctx, min(timeout, MaxTimeout))
 }
 
 func local(ids []string) Result {
@@ -339,14 +353,9 @@ func (s *Service) forgetTag(tag uint64) {
 }
 
 // fanout asks each of nodes to deliver payload to target and waits for their
-// replies until timeout. This node delivers its own share directly.
-func (s *Service) fanout(ctx context.Context, app string, kind byte, target string, payload []byte, nodes []string, timeout time.Duration) Result {
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
-	timeout = min(timeout, MaxTimeout)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+// replies until ctx ends (the push's timeout). This node delivers its own
+// share directly.
+func (s *Service) fanout(ctx context.Context, app string, kind byte, target string, payload []byte, nodes []string) Result {
 
 	var r Result
 	remote := make([]string, 0, len(nodes))
