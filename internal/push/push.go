@@ -102,7 +102,7 @@ type Options struct {
 
 // Stats are the service's counters since start.
 type Stats struct {
-	Requests         uint64 // ToUser and ToSocket calls that were answered
+	Requests         uint64 // ToUser and ToSocket calls answered with a receipt or ErrNoSocket
 	Delivered        uint64 // connections that queued a pushed event, as receipts count them
 	TimedOut         uint64 // calls answered with TimedOut
 	Served           uint64 // control requests from other nodes delivered here
@@ -276,7 +276,7 @@ func (s *Service) ToSocket(ctx context.Context, app, socketID, event, data strin
 	payload := protocol.Event(event, "", data)
 	if !s.clustered() || tag == s.o.Tag {
 		if !s.o.Node.PushLocalSocket(app, socketID, payload) {
-			return Result{}, ErrNoSocket
+			return s.answer(Result{}), ErrNoSocket
 		}
 		return s.answer(local([]string{socketID})), nil
 	}
@@ -288,14 +288,14 @@ func (s *Service) ToSocket(ctx context.Context, app, socketID, event, data strin
 		return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	if node == "" {
-		return Result{}, ErrNoSocket
+		return s.answer(Result{}), ErrNoSocket
 	}
 	r := s.fanout(ctx, app, kindSocket, socketID, payload, []string{node})
 	if r.TimedOut {
 		s.forgetTag(tag) // the node may be gone: ask the registry next time
 	}
 	if !r.TimedOut && r.Delivered == 0 {
-		return Result{}, ErrNoSocket
+		return s.answer(Result{}), ErrNoSocket
 	}
 	return s.answer(r), nil
 }
