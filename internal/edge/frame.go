@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"unicode/utf8"
 
@@ -14,12 +15,30 @@ func EncodeText(payload []byte) []byte {
 	return encodeFrame(ws.OpText, payload)
 }
 
+// encodeFrame returns a final, unmasked frame of op carrying payload, in one
+// allocation (RFC 6455 §5.2 header: 2, 4 or 10 bytes).
 func encodeFrame(op ws.OpCode, payload []byte) []byte {
-	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(payload))}
-	b := bytes.NewBuffer(make([]byte, 0, ws.HeaderSize(h)+len(payload)))
-	_ = ws.WriteHeader(b, h) // writing to a bytes.Buffer cannot fail
-	b.Write(payload)
-	return b.Bytes()
+	n := len(payload)
+	h := 2
+	switch {
+	case n > 0xffff:
+		h = 10
+	case n > 125:
+		h = 4
+	}
+	b := make([]byte, h, h+n)
+	b[0] = 0x80 | byte(op)
+	switch h {
+	case 2:
+		b[1] = byte(n)
+	case 4:
+		b[1] = 126
+		binary.BigEndian.PutUint16(b[2:], uint16(n))
+	default:
+		b[1] = 127
+		binary.BigEndian.PutUint64(b[2:], uint64(n))
+	}
+	return append(b, payload...)
 }
 
 // closeFrame returns a close frame with a status code and reason (≤ 123 bytes).

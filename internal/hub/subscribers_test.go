@@ -1,6 +1,12 @@
 package hub
 
-import "testing"
+import (
+	"context"
+	"strconv"
+	"testing"
+
+	"github.com/heraldrt/herald/internal/broker"
+)
 
 type fakeSub struct{ id string }
 
@@ -63,4 +69,23 @@ func TestSubscribersSet(t *testing.T) {
 		t.Fatal("re-add c")
 	}
 	check("c")
+}
+
+// BenchmarkDeliverOwnChannel delivers to a channel of one subscriber among
+// 10,000 such channels (a user's own channel): lookup, encode, one Send.
+func BenchmarkDeliverOwnChannel(b *testing.B) {
+	ctx := context.Background()
+	h := New(nil, func(p []byte) []byte { return p }, 0)
+	h.SetBroker(broker.NewMemory(h.Deliver))
+	for i := range 10000 {
+		t := broker.Topic{App: "app", Channel: "user-" + strconv.Itoa(i)}
+		if err := h.Join(ctx, t, &fakeSub{id: "1." + strconv.Itoa(i)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	m := &broker.Message{Topic: broker.Topic{App: "app", Channel: "user-5000"}, Payload: []byte(`{"event":"e","data":"{}","channel":"user-5000"}`)}
+	b.ReportAllocs()
+	for b.Loop() {
+		h.Deliver(m)
+	}
 }
