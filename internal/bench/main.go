@@ -23,6 +23,7 @@ import (
 const usage = `Usage: herald bench <scenario> [flags]   drive a Pusher-compatible server
        herald bench raw [--addr A]          run the raw reference server
        herald bench suite [flags]           run the whole comparison (see BENCHMARKS.md)
+       herald bench report [--out DIR] SUMMARY.json...   merge suite results: summary.md, metrics.json
 
 Scenarios:
   idle           connect and subscribe N (--steps 4000,19000), server RSS per connection
@@ -51,6 +52,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return rawMain(args[1:], stderr)
 	case "suite":
 		return suiteMain(args[1:], stdout, stderr)
+	case "report":
+		return reportMain(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

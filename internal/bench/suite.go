@@ -185,14 +185,118 @@ func suiteMain(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	f, err := os.Create(filepath.Join(*out, "summary.md"))
-	if err != nil {
+	if err := rep.WriteReport(*out, stdout); err != nil {
 		fmt.Fprintf(stderr, "herald bench suite: %v\n", err)
 		return 1
 	}
-	rep.Markdown(io.MultiWriter(f, stdout))
-	f.Close()
 	return 0
+}
+
+// reportMain is `herald bench report SUMMARY.json...`: it merges suite
+// reports (runs of several invocations) and writes summary.md and
+// metrics.json (the input of tools/benchcharts) to --out.
+func reportMain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench report", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", ".", "directory for summary.md and metrics.json")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "usage: herald bench report [--out DIR] SUMMARY.json...")
+		return 2
+	}
+	var merged *SuiteReport
+	for _, path := range fs.Args() {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			fmt.Fprintf(stderr, "herald bench report: %v\n", err)
+			return 1
+		}
+		var r SuiteReport
+		if err := json.Unmarshal(b, &r); err != nil {
+			fmt.Fprintf(stderr, "herald bench report: %s: %v\n", path, err)
+			return 1
+		}
+		if merged == nil {
+			merged = &r
+			continue
+		}
+		merged.Runs = append(merged.Runs, r.Runs...)
+		merged.Rounds += r.Rounds
+		merged.Command += "; " + r.Command
+		for _, t := range r.Targets {
+			if !slices.Contains(merged.Targets, t) {
+				merged.Targets = append(merged.Targets, t)
+			}
+		}
+		if r.Finished.After(merged.Finished) {
+			merged.Finished = r.Finished
+		}
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		fmt.Fprintf(stderr, "herald bench report: %v\n", err)
+		return 1
+	}
+	if err := merged.WriteReport(*out, stdout); err != nil {
+		fmt.Fprintf(stderr, "herald bench report: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// MetricsFile is metrics.json: the headline numbers per target, for charts.
+type MetricsFile struct {
+	Started time.Time     `json:"started"`
+	Machine Machine       `json:"machine"`
+	Rounds  int           `json:"rounds"`
+	Metrics []MetricStats `json:"metrics"`
+}
+
+// MetricStats is one headline metric across targets.
+type MetricStats struct {
+	Key           string        `json:"key"`
+	Title         string        `json:"title"`
+	Unit          string        `json:"unit"`
+	LowerIsBetter bool          `json:"lower_is_better"`
+	Targets       []TargetStats `json:"targets"`
+}
+
+// TargetStats is one metric of one target over the rounds.
+type TargetStats struct {
+	Name   string  `json:"name"`
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	N      int     `json:"n"`
+	Failed int     `json:"failed"`
+}
+
+// WriteReport writes summary.md (also to w) and metrics.json into dir.
+func (rep *SuiteReport) WriteReport(dir string, w io.Writer) error {
+	f, err := os.Create(filepath.Join(dir, "summary.md"))
+	if err != nil {
+		return err
+	}
+	rep.Markdown(io.MultiWriter(f, w))
+	if err := f.Close(); err != nil {
+		return err
+	}
+	mf := MetricsFile{Started: rep.Started, Machine: rep.Machine, Rounds: rep.Rounds}
+	for _, m := range Metrics {
+		st := rep.Stats(m)
+		if len(st) == 0 {
+			continue
+		}
+		ms := MetricStats{Key: m.Key, Title: m.Title, Unit: m.Unit, LowerIsBetter: m.LowerIsBetter}
+		for _, t := range rep.Targets {
+			if s, ok := st[t]; ok {
+				ms.Targets = append(ms.Targets, TargetStats{Name: t, Median: s.Median, Min: s.Min, Max: s.Max, N: s.N, Failed: s.Failed})
+			}
+		}
+		mf.Metrics = append(mf.Metrics, ms)
+	}
+	return writeJSONFile(filepath.Join(dir, "metrics.json"), mf)
 }
 
 type multiFlag []string
