@@ -5,7 +5,7 @@ SMOKE_FUZZTIME ?= 10s
 SOAK_DURATION ?= 1h
 SOAK_INTERVAL ?= 1m
 
-.PHONY: run build test deps lint unit fuzz fuzz-smoke chaos soak clean
+.PHONY: run build test deps lint unit fuzz fuzz-smoke chaos soak clean bench
 
 ## run: start Herald with the built-in defaults (in-memory broker, dev app)
 run:
@@ -51,3 +51,15 @@ fuzz:
 
 clean:
 	rm -rf bin test/conformance/node_modules
+
+## bench: the performance suite of BENCHMARKS.md (about 25 min per round on 2 cores):
+## Herald, Herald on Redis and the raw reference server, plus any other
+## Pusher-compatible server given as PEERS='--peer name=command-with-{port} ...';
+## results, summary.md and charts in BENCH_OUT.
+BENCH_OUT   ?= bench-results
+BENCH_FLAGS ?= --rounds 3
+PEERS       ?=
+bench:
+	$(GO) build -o bin/herald ./cmd/herald
+	bin/herald bench suite $(BENCH_FLAGS) --targets herald,herald-redis,raw --out $(BENCH_OUT) $(PEERS)
+	cd tools/benchcharts && $(GO) run . -in $(abspath $(BENCH_OUT))/metrics.json -out $(abspath $(BENCH_OUT))
