@@ -75,19 +75,28 @@ func settle(ctx context.Context, d time.Duration) {
 	}
 }
 
-func (res *Result) noteConnect(c connectResult, want int) {
+func (res *Result) noteConnect(c connectResult, want int) error {
 	res.Conns += c.Conns - res.Conns
 	res.ConnectFailed += c.Failed
 	res.ConnectSeconds += c.Seconds
 	if c.Failed > 0 {
 		res.fail("%d of %d connections failed; first error: %s", c.Failed, want, c.FirstErr)
 	}
+	if c.Conns == 0 {
+		return fmt.Errorf("no connection could be opened")
+	}
+	return nil
 }
 
 func runIdle(ctx context.Context, opts Options, p Params, res *Result) error {
 	steps := p.Steps
 	if len(steps) == 0 {
 		steps = []int{or(p.Conns, 1000)}
+	}
+	for i := 1; i < len(steps); i++ {
+		if steps[i] <= steps[i-1] {
+			return fmt.Errorf("idle steps must increase: %v", steps)
+		}
 	}
 	last := steps[len(steps)-1]
 	channels := p.Channels
@@ -104,14 +113,13 @@ func runIdle(ctx context.Context, opts Options, p Params, res *Result) error {
 	res.Workers = len(r.workers)
 	prev := 0
 	for _, n := range steps {
-		if n <= prev {
-			return fmt.Errorf("idle steps must increase: %v", steps)
-		}
 		c, err := r.connect(n-prev, spec, 0)
 		if err != nil {
 			return err
 		}
-		res.noteConnect(c, n-prev)
+		if err := res.noteConnect(c, n-prev); err != nil {
+			return err
+		}
 		res.Conns = n - res.ConnectFailed
 		prev = n
 		settle(ctx, or(opts.Settle, 5*time.Second))
@@ -173,7 +181,9 @@ func runThroughput(ctx context.Context, opts Options, p Params, res *Result) err
 	if err != nil {
 		return err
 	}
-	res.noteConnect(c, n)
+	if err := res.noteConnect(c, n); err != nil {
+		return err
+	}
 	res.ConnectPerSec = float64(c.Conns) / max(c.Seconds, 1e-9)
 	settle(ctx, or(opts.Settle, 3*time.Second))
 	t0, _ := r.totals(true)
@@ -310,7 +320,9 @@ func runFanout(ctx context.Context, opts Options, p Params, res *Result) error {
 	if err != nil {
 		return err
 	}
-	res.noteConnect(c, n)
+	if err := res.noteConnect(c, n); err != nil {
+		return err
+	}
 	res.ConnectPerSec = float64(c.Conns) / max(c.Seconds, 1e-9)
 	settle(ctx, or(opts.Settle, 3*time.Second))
 	if _, err := r.all(command{Op: "seqs", Seqs: k}); err != nil {
@@ -425,7 +437,9 @@ func runConnect(ctx context.Context, opts Options, p Params, res *Result) error 
 		return err
 	}
 	c1 := r.cpu()
-	res.noteConnect(c, n)
+	if err := res.noteConnect(c, n); err != nil {
+		return err
+	}
 	res.Conns = c.Conns
 	res.ConnectPerSec = float64(c.Conns) / max(c.Seconds, 1e-9)
 	cpu := cpuDelta(c0, c1, 0)
@@ -460,7 +474,9 @@ func runClientEvents(ctx context.Context, opts Options, p Params, res *Result) e
 	if err != nil {
 		return err
 	}
-	res.noteConnect(c, n)
+	if err := res.noteConnect(c, n); err != nil {
+		return err
+	}
 	res.ConnectPerSec = float64(c.Conns) / max(c.Seconds, 1e-9)
 	settle(ctx, or(opts.Settle, 3*time.Second))
 	t0, _ := r.totals(true)
@@ -536,7 +552,9 @@ func runPresence(ctx context.Context, opts Options, p Params, res *Result) error
 	if err != nil {
 		return err
 	}
-	res.noteConnect(c, n)
+	if err := res.noteConnect(c, n); err != nil {
+		return err
+	}
 	res.ConnectPerSec = float64(c.Conns) / max(c.Seconds, 1e-9)
 	settle(ctx, or(opts.Settle, 3*time.Second))
 	_, _ = r.all(command{Op: "reset"})

@@ -67,7 +67,7 @@ func suiteMatrix(quick bool) []suiteScenario {
 		// Coalescing: each connection gets bursts of 10 events back to back
 		// (batch_events of 10 to a channel of 1,000 subscribers).
 		{Name: "burst", Scenario: "throughput", Params: Params{Conns: 10000, Channels: 10, Batch: 10,
-			Rates: []float64{100, 250, 500, 1000, 1500, 2000}, Duration: 10 * time.Second, StopOnFail: true}},
+			Rates: []float64{25, 50, 100, 250, 500, 1000, 1500, 2000}, Duration: 10 * time.Second, StopOnFail: true}},
 		{Name: "connect", Scenario: "connect", Params: Params{Conns: 5000}},
 		{Name: "presence", Scenario: "presence", Params: Params{Channels: 50, Observers: 20, Churners: 5, Rate: 2, Duration: 10 * time.Second}},
 		{Name: "client-events", Scenario: "client-events", Params: Params{Conns: 1000, Channels: 100, Senders: 1, Rate: 10, Duration: 10 * time.Second}},
