@@ -148,12 +148,19 @@ func (b *tlsBridge) finish(grace time.Duration) {
 
 // close ends the TLS connection and the bridge's end of the pair. After the
 // loop's last frame went out it sends close_notify first (crypto/tls bounds
-// that write by 5 s); after a failed write it just closes the socket.
+// that write by 5 s); after a failed write it resets the socket.
 func (b *tlsBridge) close(graceful bool) {
 	b.once.Do(func() {
 		if graceful {
 			_ = b.tls.Close()
 		} else {
+			// A write failed, typically timed out on a client that stopped
+			// reading: reset, so the kernel frees what it still holds for
+			// the peer now rather than after minutes of zero-window probes
+			// (as the loop does for a TCP slow consumer).
+			if tcp, ok := b.tls.NetConn().(*net.TCPConn); ok {
+				_ = tcp.SetLinger(0)
+			}
 			_ = b.tls.NetConn().Close()
 		}
 		_ = b.pair.Close()
