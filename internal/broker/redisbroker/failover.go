@@ -180,7 +180,20 @@ func (b *Broker) subscribeCover(ctx context.Context, t broker.Topic) error {
 	waiting := 0
 	for _, j := range cover {
 		if b.be.Ring.Health(j) == redisx.Down {
-			continue // subscribed by its manager as soon as it is back
+			// Not waited for: its manager subscribes every wanted topic
+			// when it connects. But it may be connected already (Redis is
+			// back, the Monitor has not counted enough good probes yet);
+			// a topic added to a live connection's wanted set must be
+			// subscribed on it by whoever added it (see ready), or it stays
+			// wanted but unsubscribed there and its events are lost once
+			// the ring moves it back home.
+			sh := b.shards[j]
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				sh.subscribeLive([]string{name})
+			}()
+			continue
 		}
 		waiting++
 		sh := b.shards[j]
