@@ -25,14 +25,16 @@ import (
 // A lean Pusher client for load: one goroutine per connection at most, a
 // single growing read buffer, and a frame parser that keeps partial frames
 // across read deadlines (so a deadline is a safe way to wake a reader).
-// Connections dial from 127.0.0.1–127.0.0.8 so thousands of them (and
-// thousands of reconnects) never run out of ephemeral ports.
+// Connections dial from 127.0.0.2–127.0.0.9 so thousands of them (and
+// thousands of reconnects) never run out of ephemeral ports, and never
+// take a port on 127.0.0.1, where a killed herald or redis-server must
+// listen again on its port when it restarts.
 
 var srcIdx atomic.Uint32
 
 func nextSource() net.IP {
 	i := srcIdx.Add(1)
-	return net.IPv4(127, 0, 0, byte(1+i%8))
+	return net.IPv4(127, 0, 0, byte(2+i%8))
 }
 
 type wsConn struct {

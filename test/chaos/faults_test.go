@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +37,7 @@ type member struct {
 	feed int32 // index into feeds
 
 	mu        sync.Mutex
+	edge      string    // the edge of the current connection
 	ready     bool      // connected, in its room and on its feed
 	since     time.Time // when it became ready
 	downAt    time.Time // when it last lost its connection
@@ -238,7 +240,8 @@ func TestNodeAndRedisFaults(t *testing.T) {
 		if waitFor(time.Until(probeDeadline.Add(5*time.Second)), 20*time.Millisecond, func() bool { return probesSeen(ms, probeIDs) }) {
 			r.ProbeDelivered = time.Since(kill)
 		} else {
-			t.Errorf("fault %d (%s): probe events did not reach every member", i+1, r.What)
+			t.Errorf("fault %d (%s): probe events did not reach every member: %s; Redis subscribers per feed and shard: %s; subscriber connections: %s",
+				i+1, r.What, probeMisses(ms, probeIDs, feeds), f.numsub(feeds), f.subscriberConns())
 		}
 		// Events answered just before the kill may still be on their way
 		// through the killed process: the window opens 1 s before it.
@@ -402,6 +405,101 @@ func probesSeen(ms []*member, probeIDs []uint64) bool {
 	return true
 }
 
+// probeMisses counts, by edge and feed, the members that did not receive
+// their feed's probe.
+func probeMisses(ms []*member, probeIDs []uint64, feeds []string) string {
+	n := map[string]int{}
+	for _, m := range ms {
+		m.mu.Lock()
+		if m.seen[probeIDs[m.feed]] == 0 {
+			n[fmt.Sprintf("%s/%s/ready=%v", m.edge, feeds[m.feed], m.ready)]++
+		}
+		m.mu.Unlock()
+	}
+	var out []string
+	for k, v := range n {
+		out = append(out, fmt.Sprintf("%s: %d", k, v))
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
+// numsub reports, for each shard, how many connections subscribe each
+// channel's Redis pub/sub channel (PUBSUB NUMSUB), for diagnosis.
+func (f *fleet) numsub(channels []string) string {
+	var out []string
+	for i, sh := range f.shards {
+		args := []string{"-p", strconv.Itoa(sh.Port), "PUBSUB", "NUMSUB"}
+		for _, c := range channels {
+			args = append(args, "herald{}:"+strconv.Itoa(len(app.ID))+":"+app.ID+":"+c)
+		}
+		b, err := exec.Command("redis-cli", args...).CombinedOutput()
+		if err != nil {
+			out = append(out, fmt.Sprintf("shard %d: %v", i, err))
+			continue
+		}
+		lines := strings.Fields(string(b))
+		var parts []string
+		for k := 0; k+1 < len(lines); k += 2 {
+			parts = append(parts, strings.TrimPrefix(lines[k], "herald{}:"+strconv.Itoa(len(app.ID))+":"+app.ID+":")+"="+lines[k+1])
+		}
+		out = append(out, fmt.Sprintf("shard %d [%s]", i, strings.Join(parts, " ")))
+	}
+	return strings.Join(out, "; ")
+}
+
+// subscriberConns lists, per shard, the herald processes with a pub/sub
+// connection there and how many channels it subscribes (CLIENT LIST), for
+// diagnosis.
+func (f *fleet) subscriberConns() string {
+	owner := map[string]string{} // local port → node name
+	out, _ := exec.Command("ss", "-tnpH").CombinedOutput()
+	pids := map[int]string{}
+	for _, n := range append(append([]*node(nil), f.edges...), f.api) {
+		pids[n.PID()] = n.Name
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 6 {
+			continue
+		}
+		_, port, _ := strings.Cut(fields[3], ":")
+		if i := strings.Index(line, "pid="); i >= 0 {
+			pid, _ := strconv.Atoi(strings.FieldsFunc(line[i+4:], func(r rune) bool { return r < '0' || r > '9' })[0])
+			if name, ok := pids[pid]; ok {
+				owner[port] = name
+			}
+		}
+	}
+	var res []string
+	for i, sh := range f.shards {
+		b, err := exec.Command("redis-cli", "-p", strconv.Itoa(sh.Port), "CLIENT", "LIST").CombinedOutput()
+		if err != nil {
+			res = append(res, fmt.Sprintf("shard %d: %v", i, err))
+			continue
+		}
+		var parts []string
+		for _, line := range strings.Split(string(b), "\n") {
+			var addr, sub string
+			for _, kv := range strings.Fields(line) {
+				if v, ok := strings.CutPrefix(kv, "addr="); ok {
+					addr = v
+				}
+				if v, ok := strings.CutPrefix(kv, "sub="); ok {
+					sub = v
+				}
+			}
+			if sub == "" || sub == "0" {
+				continue
+			}
+			_, port, _ := strings.Cut(addr, ":")
+			parts = append(parts, fmt.Sprintf("%s(%s)=%s", owner[port], port, sub))
+		}
+		res = append(res, fmt.Sprintf("shard %d [%s]", i, strings.Join(parts, " ")))
+	}
+	return strings.Join(res, "; ")
+}
+
 // checkDeliveriesWhere is checkDeliveries restricted to the events keep
 // accepts.
 func checkDeliveriesWhere(log *channelLog, subs []*subRec, keep func(pubEvent) bool) deliveryStats {
@@ -439,6 +537,7 @@ func (m *member) run(f *fleet, feeds []string, feedIdx map[string]int32, seed ui
 		}
 		m.mu.Lock()
 		m.sessions++
+		m.edge = edge.Name
 		m.mu.Unlock()
 		onMsg := func(x *msg) {
 			if x.Event != "e" {

@@ -138,7 +138,11 @@ func procRSS(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
-var metricsClient = &http.Client{Timeout: 5 * time.Second}
+// sideDialer dials from 127.0.0.10, away from 127.0.0.1 where killed
+// processes listen again on their ports when they restart.
+var sideDialer = &net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 10)}}
+
+var metricsClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: sideDialer.DialContext}}
 
 // Metrics scrapes /metrics on the internal listener: series (name with its
 // labels, as printed) → value.
@@ -244,7 +248,7 @@ type publisher struct {
 
 func newPublisher(addr string) *publisher {
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64, IdleConnTimeout: 30 * time.Second,
-		DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
+		DialContext: sideDialer.DialContext}
 	return &publisher{addr: addr, client: &http.Client{Timeout: 3 * time.Second, Transport: tr}}
 }
 
