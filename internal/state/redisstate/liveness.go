@@ -86,7 +86,8 @@ func (s *State) beat(ctx context.Context, shard int, entries ...string) error {
 		return nil
 	}
 	s.log.Error("this node's heartbeat had expired: its state on the shard was reaped or lost", "node", s.node, "shard", shard)
-	if err := beatScript.Exec(ctx, c, keys, append(args[:3:3], had...)).Error(); err != nil {
+	err = beatScript.Exec(ctx, c, keys, append(args[:3:3], had...)).Error()
+	if err != nil {
 		// Forget them locally instead: the next operation in each bucket
 		// registers it again.
 		s.mu.Lock()
@@ -94,12 +95,16 @@ func (s *State) beat(ctx context.Context, shard int, entries ...string) error {
 			delete(s.registered, regKey{shard, e})
 		}
 		s.mu.Unlock()
-		return err
 	}
+	// Report the loss even when restoring the registry failed: the first
+	// script has written the heartbeat again, so no later beat would see
+	// the loss, and the state would stay lost for good (found by the chaos
+	// fault test: members missing from a presence channel after a Redis
+	// shard restart, when the connection broke between the two scripts).
 	if s.opts.OnStateLost != nil {
 		s.opts.OnStateLost(shard)
 	}
-	return nil
+	return err
 }
 
 // Heartbeat refreshes this node's heartbeat on every shard once (the
