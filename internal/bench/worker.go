@@ -116,7 +116,6 @@ type chanStat struct {
 	i       int
 	name    string
 	subs    atomic.Int64 // subscribed connections (subscribers; churners count while joined via joins/leaves)
-	recv    atomic.Int64 // bench events received by its connections
 	sent    atomic.Int64 // client events sent on it
 	added   atomic.Int64 // member_added received by its observers
 	removed atomic.Int64
@@ -141,7 +140,6 @@ type worker struct {
 	channels map[int]*chanStat
 	spec     ChannelSpec
 
-	recv       atomic.Int64
 	bytes      atomic.Int64
 	dropped    atomic.Int64
 	errs       atomic.Int64
@@ -350,7 +348,7 @@ func (w *worker) subscribeFrame(c *clientConn, channel string, now time.Time) []
 }
 
 func (w *worker) stats(full bool) reply {
-	r := reply{Conns: w.connCount(), Recv: w.recv.Load(), Bytes: w.bytes.Load(),
+	r := reply{Conns: w.connCount(), Recv: w.recvTotal(nil), Bytes: w.bytes.Load(),
 		Dropped: w.dropped.Load(), Errors: w.errs.Load()}
 	if p := w.firstErr.Load(); p != nil {
 		r.FirstError = *p
@@ -377,12 +375,14 @@ func (w *worker) stats(full bool) reply {
 	r.JoinHist = w.joinHist.Snapshot()
 	r.MemberHist = w.memberHist.Snapshot()
 	r.ConnHist = w.connHist.Snapshot()
+	perCh := map[*chanStat]int64{}
+	r.Recv = w.recvTotal(perCh)
 	w.mu.Lock()
 	for _, cs := range w.channels {
 		if cs.i < 0 {
 			continue
 		}
-		r.PerChannel = append(r.PerChannel, chanJSON{I: cs.i, Subs: cs.subs.Load(), Recv: cs.recv.Load(),
+		r.PerChannel = append(r.PerChannel, chanJSON{I: cs.i, Subs: cs.subs.Load(), Recv: perCh[cs],
 			Sent: cs.sent.Load(), Added: cs.added.Load(), Removed: cs.removed.Load(),
 			Joins: cs.joins.Load(), Leaves: cs.leaves.Load()})
 	}
@@ -390,8 +390,28 @@ func (w *worker) stats(full bool) reply {
 	return r
 }
 
+// recvTotal sums the bench events the connections received, and per
+// channel into perCh when it is not nil.
+func (w *worker) recvTotal(perCh map[*chanStat]int64) int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var n int64
+	for _, c := range w.conns {
+		v := c.recv.Load()
+		n += v
+		if perCh != nil && v != 0 {
+			perCh[c.ch] += v
+		}
+	}
+	return n
+}
+
 func (w *worker) reset() {
-	w.recv.Store(0)
+	w.mu.Lock()
+	for _, c := range w.conns {
+		c.recv.Store(0)
+	}
+	w.mu.Unlock()
 	w.bytes.Store(0)
 	for i := range w.hist {
 		w.hist[i].Reset()
@@ -400,7 +420,6 @@ func (w *worker) reset() {
 	w.memberHist.Reset()
 	w.mu.Lock()
 	for _, cs := range w.channels {
-		cs.recv.Store(0)
 		cs.sent.Store(0)
 		cs.added.Store(0)
 		cs.removed.Store(0)

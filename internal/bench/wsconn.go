@@ -40,8 +40,10 @@ type clientConn struct {
 
 	// state of the handshake and of the pending (re)subscribe
 	state   int
-	ready   chan error // connect result, sent once
-	subDone chan error // each subscription_succeeded / error, for churners
+	pending int64        // bench events parsed from the current read, not yet in recv
+	recv    atomic.Int64 // bench events received (summed per worker and channel by stats)
+	ready   chan error   // connect result, sent once
+	subDone chan error   // each subscription_succeeded / error, for churners
 	closed  atomic.Bool
 	started time.Time
 }
@@ -197,6 +199,12 @@ func (c *clientConn) readLoop(pending []byte) {
 				return
 			}
 		}
+		if c.pending > 0 {
+			// One atomic add per read, not per frame: a burst of frames
+			// arrives in one read.
+			c.recv.Add(c.pending)
+			c.pending = 0
+		}
 		if off > 0 {
 			n = copy(buf, buf[off:n])
 		}
@@ -343,8 +351,7 @@ func (c *clientConn) message(p []byte) {
 	switch {
 	case bytes.Equal(ev, pfxBench) || bytes.Equal(ev, pfxCli):
 		now := time.Now().UnixNano()
-		c.ch.recv.Add(1)
-		c.w.recv.Add(1)
+		c.pending++
 		if t, ok := markerInt(p, markT); ok {
 			c.w.hist[c.idx&(histShards-1)].Record((now - t) / 1000)
 		}

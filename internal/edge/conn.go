@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
@@ -169,6 +170,9 @@ func (c *conn) enqueue(b []byte, _ bool) bool {
 		c.teardownAsync(slowConsumerReason)
 		return false
 	}
+	if c.queue == nil {
+		c.queue = newQueue()
+	}
 	c.queue = append(c.queue, b)
 	c.queued += len(b)
 	sched := !c.scheduled && !c.blocked
@@ -180,6 +184,25 @@ func (c *conn) enqueue(b []byte, _ bool) bool {
 		c.srv.flushq.push(c)
 	}
 	return true
+}
+
+// queueCap is the capacity of a pooled write queue: a burst of frames that
+// one writev sends. Queues are taken from the pool when a frame is queued to
+// an idle connection and given back once written, so an idle connection
+// holds none and a busy one does not allocate per flush.
+const queueCap = 16
+
+var queuePool = sync.Pool{New: func() any { return new([queueCap][]byte) }}
+
+func newQueue() [][]byte { return queuePool.Get().(*[queueCap][]byte)[:0] }
+
+// recycleQueue returns a written queue (writev cleared its entries) to the
+// pool; queues that grew past queueCap are left to the GC.
+func recycleQueue(q [][]byte) {
+	if cap(q) != queueCap {
+		return
+	}
+	queuePool.Put((*[queueCap][]byte)(q[:queueCap]))
 }
 
 // flush writes the queue with as few writev calls as the socket accepts. It
@@ -209,6 +232,9 @@ func (c *conn) flush() {
 		if err != nil && err != unix.EAGAIN {
 			c.teardownAsync("write error: " + err.Error())
 			return
+		}
+		if len(rest) == 0 {
+			recycleQueue(q)
 		}
 		c.wmu.Lock()
 		if len(rest) > 0 {
@@ -244,7 +270,31 @@ func (c *conn) onWritable() {
 	}
 }
 
-const maxIovecs = 1024
+// maxIovecs is the most frames one writev sends (the rest go in the next).
+const maxIovecs = 64
+
+// writev is writev(2) with the iovecs on the stack (unix.Writev allocates
+// them past eight buffers). len(bufs) is at most maxIovecs.
+func writev(fd int, bufs [][]byte) (int, error) {
+	var iov [maxIovecs]unix.Iovec
+	n := 0
+	for _, b := range bufs {
+		if len(b) == 0 {
+			continue
+		}
+		iov[n].Base = &b[0]
+		iov[n].SetLen(len(b))
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	r, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
 
 // writev writes bufs until done or EAGAIN; it returns what is left unwritten.
 func (c *conn) writev(bufs [][]byte) (rest [][]byte, written int, err error) {
@@ -262,7 +312,7 @@ func (c *conn) writev(bufs [][]byte) (rest [][]byte, written int, err error) {
 		if len(batch) == 1 {
 			n, err = unix.Write(c.fd, batch[0])
 		} else {
-			n, err = unix.Writev(c.fd, batch)
+			n, err = writev(c.fd, batch)
 		}
 		if err == unix.EINTR {
 			continue
@@ -271,15 +321,14 @@ func (c *conn) writev(bufs [][]byte) (rest [][]byte, written int, err error) {
 			return bufs, written, err
 		}
 		written += n
-		for n > 0 {
-			if n >= len(bufs[0]) {
-				n -= len(bufs[0])
-				bufs[0] = nil
-				bufs = bufs[1:]
-				continue
-			}
+		// Drop what was written (and empty buffers), keep the unwritten tail.
+		for len(bufs) > 0 && n >= len(bufs[0]) {
+			n -= len(bufs[0])
+			bufs[0] = nil
+			bufs = bufs[1:]
+		}
+		if n > 0 {
 			bufs[0] = bufs[0][n:]
-			n = 0
 		}
 	}
 	return nil, written, nil

@@ -170,6 +170,13 @@ func newFlushQueue() *flushQueue {
 
 func (q *flushQueue) push(c *conn) {
 	q.mu.Lock()
+	if len(q.items) == cap(q.items) && q.head > 0 && q.head >= len(q.items)/2 {
+		// Under steady load the queue may never drain: reuse the consumed
+		// front instead of growing forever.
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
 	q.items = append(q.items, c)
 	q.mu.Unlock()
 	q.cond.Signal()
