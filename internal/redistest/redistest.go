@@ -23,6 +23,7 @@ import (
 // Server is one redis-server process.
 type Server struct {
 	tb   testing.TB
+	Host string // listen address, 127.0.0.1 unless StartOn chose another
 	Port int
 	dir  string
 	args []string
@@ -36,15 +37,25 @@ type Server struct {
 // waits until it answers PING. It is killed when the test ends.
 func Start(tb testing.TB, extraArgs ...string) *Server {
 	tb.Helper()
+	return StartOn(tb, "127.0.0.1", extraArgs...)
+}
+
+// StartOn is Start on another loopback address (such as 127.0.0.100). Tests
+// that kill and restart servers use it: on 127.0.0.1 the port may be taken,
+// while the server is down, by some process's outgoing connection (which
+// takes its local ports from the same range as free ports), and the restart
+// would fail.
+func StartOn(tb testing.TB, host string, extraArgs ...string) *Server {
+	tb.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		tb.Fatalf("redis-server not found in PATH (run `make deps`): %v", err)
 	}
-	s := &Server{tb: tb, dir: tb.TempDir(), args: extraArgs}
+	s := &Server{tb: tb, Host: host, dir: tb.TempDir(), args: extraArgs}
 	tb.Cleanup(s.Kill)
 	// Another process may take the free port before redis-server binds it:
 	// try a few ports.
 	for attempt := 0; ; attempt++ {
-		s.Port = freePort(tb)
+		s.Port = freePort(tb, host)
 		err := s.tryStart()
 		if err == nil {
 			return s
@@ -58,7 +69,7 @@ func Start(tb testing.TB, extraArgs ...string) *Server {
 var errPortTaken = errors.New("redistest: port taken")
 
 // Addr is host:port.
-func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
+func (s *Server) Addr() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) }
 
 // URL is redis://host:port.
 func (s *Server) URL() string { return "redis://" + s.Addr() }
@@ -72,7 +83,7 @@ func (s *Server) start() {
 
 // tryStart starts redis-server on s.Port and waits for PING.
 func (s *Server) tryStart() error {
-	args := []string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+	args := []string{"--port", strconv.Itoa(s.Port), "--bind", s.Host, "--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--protected-mode", "no", "--loglevel", "warning"}
 	args = append(args, s.args...)
 	cmd := exec.Command("redis-server", args...)
@@ -223,9 +234,9 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	return c
 }
 
-func freePort(tb testing.TB) int {
+func freePort(tb testing.TB, host string) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -69,16 +69,25 @@ func (l *lockedBuffer) String() string {
 // for data races and panics, when the test ends.
 func StartHerald(t testing.TB, bin, config string, env ...string) *Herald {
 	t.Helper()
-	return startHerald(t, bin, config, nil, env)
+	return StartHeraldOn(t, bin, "127.0.0.1", config, env...)
 }
 
-func startHerald(t testing.TB, bin, config string, cert *TLSCert, env []string) *Herald {
+// StartHeraldOn is StartHerald listening on another loopback address (such
+// as 127.0.0.100), for tests that kill and restart Herald: on 127.0.0.1 its
+// port may be taken, while it is down, by an outgoing connection's local
+// port, and the restart would fail.
+func StartHeraldOn(t testing.TB, bin, host, config string, env ...string) *Herald {
+	t.Helper()
+	return startHerald(t, bin, host, config, nil, env)
+}
+
+func startHerald(t testing.TB, bin, host, config string, cert *TLSCert, env []string) *Herald {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "herald.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -113,7 +113,7 @@ func DialTLS(t testing.TB, addr, key string, cert *TLSCert) *WSClient {
 func StartHeraldTLS(t testing.TB, bin, config string, cert *TLSCert, env ...string) *Herald {
 	t.Helper()
 	env = append([]string{"HERALD_TLS_CERT=" + cert.CertFile, "HERALD_TLS_KEY=" + cert.KeyFile}, env...)
-	return startHerald(t, bin, config, cert, env)
+	return startHerald(t, bin, "127.0.0.1", config, cert, env)
 }
 
 // readyz asks the server's /readyz, over https when it serves TLS.

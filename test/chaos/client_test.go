@@ -26,9 +26,7 @@ import (
 // single growing read buffer, and a frame parser that keeps partial frames
 // across read deadlines (so a deadline is a safe way to wake a reader).
 // Connections dial from 127.0.0.2–127.0.0.9 so thousands of them (and
-// thousands of reconnects) never run out of ephemeral ports, and never
-// take a port on 127.0.0.1, where a killed herald or redis-server must
-// listen again on its port when it restarts.
+// thousands of reconnects) never run out of ephemeral ports.
 
 var srcIdx atomic.Uint32
 

@@ -429,7 +429,7 @@ func probeMisses(ms []*member, probeIDs []uint64, feeds []string) string {
 func (f *fleet) numsub(channels []string) string {
 	var out []string
 	for i, sh := range f.shards {
-		args := []string{"-p", strconv.Itoa(sh.Port), "PUBSUB", "NUMSUB"}
+		args := []string{"-h", sh.Host, "-p", strconv.Itoa(sh.Port), "PUBSUB", "NUMSUB"}
 		for _, c := range channels {
 			args = append(args, "herald{}:"+strconv.Itoa(len(app.ID))+":"+app.ID+":"+c)
 		}
@@ -473,7 +473,7 @@ func (f *fleet) subscriberConns() string {
 	}
 	var res []string
 	for i, sh := range f.shards {
-		b, err := exec.Command("redis-cli", "-p", strconv.Itoa(sh.Port), "CLIENT", "LIST").CombinedOutput()
+		b, err := exec.Command("redis-cli", "-h", sh.Host, "-p", strconv.Itoa(sh.Port), "CLIENT", "LIST").CombinedOutput()
 		if err != nil {
 			res = append(res, fmt.Sprintf("shard %d: %v", i, err))
 			continue

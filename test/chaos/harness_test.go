@@ -91,9 +91,15 @@ type node struct {
 	Internal string // host:port of the internal listener
 }
 
+// listenHost is where the test's herald and redis-server processes listen:
+// not 127.0.0.1, whose free ports are also the local ports of every
+// outgoing connection on the machine, so a port could be taken while a
+// killed process is down and its restart on the same port would fail.
+const listenHost = "127.0.0.100"
+
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", net.JoinHostPort(listenHost, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +113,7 @@ func startNode(t testing.TB, name, config string, env ...string) *node {
 	t.Helper()
 	internal := freeAddr(t)
 	env = append([]string{"HERALD_INTERNAL_ADDR=" + internal, "HERALD_LOG_LEVEL=info"}, env...)
-	h := testkit.StartHerald(t, heraldBin, config, env...)
+	h := testkit.StartHeraldOn(t, heraldBin, listenHost, config, env...)
 	return &node{Herald: h, Name: name, Internal: internal}
 }
 
@@ -138,8 +144,8 @@ func procRSS(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
-// sideDialer dials from 127.0.0.10, away from 127.0.0.1 where killed
-// processes listen again on their ports when they restart.
+// sideDialer dials the test's HTTP requests from 127.0.0.10, apart from
+// the WebSocket clients and from the processes' own connections.
 var sideDialer = &net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 10)}}
 
 var metricsClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: sideDialer.DialContext}}
@@ -200,7 +206,7 @@ func startFleet(t testing.TB, shards, edges int, config string) *fleet {
 	t.Helper()
 	f := &fleet{config: config}
 	for i := 0; i < shards; i++ {
-		s := redistest.Start(t)
+		s := redistest.StartOn(t, listenHost)
 		f.shards = append(f.shards, s)
 		f.urls = append(f.urls, s.URL())
 	}
