@@ -106,6 +106,8 @@ func suiteMain(args []string, stdout, stderr io.Writer) int {
 	targets := fs.String("targets", "herald,raw", "built-in targets to run: herald, herald-redis, raw")
 	redisServer := fs.String("redis-server", "redis-server", "redis-server binary for herald-redis")
 	basePort := fs.Int("port", 17100, "first port to use (each server gets the next free one)")
+	quiet := fs.Float64("wait-quiet", 0, "before each run, wait until the rest of the machine uses less than this many cores (0: do not wait); the machine may be shared")
+	quietMax := fs.Duration("wait-max", 10*time.Minute, "longest wait for --wait-quiet")
 	var peers multiFlag
 	fs.Var(&peers, "peer", `another server, NAME=COMMAND, with {port} in COMMAND; run with sh -c "exec COMMAND" (repeatable), e.g. --peer 'soketi=/path/run-soketi {port}'`)
 	if err := fs.Parse(args); err != nil {
@@ -165,6 +167,9 @@ func suiteMain(args []string, stdout, stderr io.Writer) int {
 				}
 				if !runsOn(t, sc) {
 					continue
+				}
+				if *quiet > 0 {
+					waitQuiet(ctx, *quiet, *quietMax, stderr)
 				}
 				fmt.Fprintf(stderr, "== round %d/%d: %s on %s\n", round, *rounds, sc.Name, t.Name)
 				run, err := s.run(ctx, round, t, sc)
@@ -420,6 +425,31 @@ func (s *suite) run(ctx context.Context, round int, t suiteTarget, sc suiteScena
 	}
 	run.Result = res
 	return run, res.WriteJSON(filepath.Join(s.out, tag+".json"))
+}
+
+// waitQuiet waits until the machine's busy CPU, sampled over 3 s, is under
+// cores, or max has passed.
+func waitQuiet(ctx context.Context, cores float64, max time.Duration, log io.Writer) {
+	deadline := time.Now().Add(max)
+	for {
+		b0, _ := machineCPU()
+		t0 := time.Now()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(3 * time.Second):
+		}
+		b1, _ := machineCPU()
+		busy := (b1 - b0).Seconds() / time.Since(t0).Seconds()
+		if busy < cores {
+			return
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(log, "   machine still busy (%.2f cores); running anyway\n", busy)
+			return
+		}
+		fmt.Fprintf(log, "   waiting for a quieter machine (%.2f cores busy)\n", busy)
+	}
 }
 
 func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
