@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +23,9 @@ import (
 // binary re-executes itself).
 const WorkerEnv = "HERALD_BENCH_WORKER"
 
-const histShards = 16
+// histShards spreads the latency histogram's atomic counters over a few
+// copies (by connection); a few, so that they stay in cache.
+const histShards = 4
 
 // Target says where and as which app the load connects.
 type Target struct {
@@ -159,6 +162,14 @@ type worker struct {
 // WorkerMain runs a load worker: commands as JSON lines on in, replies on out.
 func WorkerMain(in io.Reader, out io.Writer) int {
 	raiseNofile()
+	if p := os.Getenv("HERALD_BENCH_WORKER_CPUPROFILE"); p != "" {
+		// Profiling the load tool itself: one file per worker process.
+		if f, err := os.Create(p + "." + strconv.Itoa(os.Getpid())); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer pprof.StopCPUProfile()
+			}
+		}
+	}
 	w := &worker{out: json.NewEncoder(out), channels: make(map[int]*chanStat)}
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)

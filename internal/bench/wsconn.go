@@ -41,6 +41,7 @@ type clientConn struct {
 	// state of the handshake and of the pending (re)subscribe
 	state   int
 	pending int64        // bench events parsed from the current read, not yet in recv
+	readAt  int64        // unix nanos when the current read returned (arrival of its frames)
 	recv    atomic.Int64 // bench events received (summed per worker and channel by stats)
 	ready   chan error   // connect result, sent once
 	subDone chan error   // each subscription_succeeded / error, for churners
@@ -186,6 +187,7 @@ func (c *clientConn) readLoop(pending []byte) {
 		n = len(buf)
 	}
 	defer c.close()
+	c.readAt = time.Now().UnixNano()
 	for {
 		// Parse complete frames in buf[:n].
 		off := 0
@@ -214,6 +216,7 @@ func (c *clientConn) readLoop(pending []byte) {
 			buf = nb
 		}
 		m, err := c.nc.Read(buf[n:])
+		c.readAt = time.Now().UnixNano()
 		if m > 0 {
 			c.w.bytes.Add(int64(m))
 			n += m
@@ -350,7 +353,7 @@ func (c *clientConn) message(p []byte) {
 	ev := eventName(p)
 	switch {
 	case bytes.Equal(ev, pfxBench) || bytes.Equal(ev, pfxCli):
-		now := time.Now().UnixNano()
+		now := c.readAt
 		c.pending++
 		if t, ok := markerInt(p, markT); ok {
 			c.w.hist[c.idx&(histShards-1)].Record((now - t) / 1000)

@@ -1,7 +1,9 @@
 package edge
 
 import (
+	"os"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -69,9 +71,65 @@ func (p *poller) remove(c *conn, fd int) {
 	p.mu.Unlock()
 }
 
-// run dispatches events until stop is called.
+// run dispatches events until stop is called. It waits in Go's own
+// netpoller: an epoll instance is itself pollable (readable while events are
+// ready), so an idle loop holds no thread and no P, and waking it costs what
+// waking any network goroutine costs. Each wake drains the ready list with
+// non-blocking epoll_wait calls.
 func (p *poller) run() {
 	events := make([]unix.EpollEvent, 512)
+	rc, closeFile, err := pollable(p.epfd)
+	if err != nil {
+		p.runBlocking(events) // not expected on Linux
+		return
+	}
+	defer closeFile()
+	stopped := false
+	for !stopped {
+		err := rc.Read(func(uintptr) bool {
+			for {
+				n, err := unix.EpollWait(p.epfd, events, 0)
+				if err == unix.EINTR {
+					continue
+				}
+				if err != nil || p.dispatch(events[:n]) {
+					stopped = true
+					return true
+				}
+				if n < len(events) {
+					return false // drained: wait for the next readiness
+				}
+			}
+		})
+		if err != nil {
+			return
+		}
+	}
+}
+
+// pollable registers a duplicate of the epoll descriptor with Go's
+// netpoller and returns its RawConn.
+func pollable(epfd int) (syscall.RawConn, func(), error) {
+	dup, err := unix.Dup(epfd)
+	if err != nil {
+		return nil, nil, err
+	}
+	unix.CloseOnExec(dup)
+	if err := unix.SetNonblock(dup, true); err != nil {
+		unix.Close(dup)
+		return nil, nil, err
+	}
+	f := os.NewFile(uintptr(dup), "epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return rc, func() { f.Close() }, nil
+}
+
+// runBlocking is run with a blocking epoll_wait.
+func (p *poller) runBlocking(events []unix.EpollEvent) {
 	for {
 		n, err := unix.EpollWait(p.epfd, events, -1)
 		if err != nil {
@@ -80,27 +138,35 @@ func (p *poller) run() {
 			}
 			return
 		}
-		p.mu.RLock()
-		for i := 0; i < n; i++ {
-			ev := &events[i]
-			fd := int(ev.Fd)
-			if fd == p.wakeFd {
-				p.mu.RUnlock()
-				return
-			}
-			c := p.get(fd)
-			if c == nil {
-				continue
-			}
-			if ev.Events&unix.EPOLLOUT != 0 {
-				c.onWritable()
-			}
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-				c.onReadable()
-			}
+		if p.dispatch(events[:n]) {
+			return
 		}
-		p.mu.RUnlock()
 	}
+}
+
+// dispatch hands events to their connections; it reports whether stop was
+// called.
+func (p *poller) dispatch(events []unix.EpollEvent) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for i := range events {
+		ev := &events[i]
+		fd := int(ev.Fd)
+		if fd == p.wakeFd {
+			return true
+		}
+		c := p.get(fd)
+		if c == nil {
+			continue
+		}
+		if ev.Events&unix.EPOLLOUT != 0 {
+			c.onWritable()
+		}
+		if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			c.onReadable()
+		}
+	}
+	return false
 }
 
 // get returns the connection on fd, or nil. The caller holds mu.

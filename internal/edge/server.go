@@ -176,6 +176,13 @@ func (s *Server) Stats() StatsSnapshot {
 	return st
 }
 
+// flusherSlice is how long a flusher writes before it yields its P. A
+// flusher with a backlog would otherwise hold the P for the scheduler's whole
+// 10 ms time slice while the goroutines that publish (HTTP handlers, broker
+// readers) and read wait: with GOMAXPROCS flushers busy, publish→deliver
+// latency grew by milliseconds under load.
+const flusherSlice = 50 * time.Microsecond
+
 func (s *Server) flusher() {
 	batch := make([]*conn, 0, 64)
 	for {
@@ -183,9 +190,14 @@ func (s *Server) flusher() {
 		if batch == nil {
 			return
 		}
+		start := time.Now()
 		for i, c := range batch {
 			c.flush()
 			batch[i] = nil
+			if time.Since(start) >= flusherSlice {
+				runtime.Gosched()
+				start = time.Now()
+			}
 		}
 	}
 }
