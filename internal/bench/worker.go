@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -157,6 +158,25 @@ type worker struct {
 	seqLocal int64 // connections expected per seq (subscribers on the fanout channel)
 
 	activity sync.WaitGroup // client-event senders and churners
+
+	readersMu sync.Mutex
+	readers   []*reader
+}
+
+// reader returns the epoll reader for connection i (GOMAXPROCS of them).
+func (w *worker) reader(i int) (*reader, error) {
+	w.readersMu.Lock()
+	defer w.readersMu.Unlock()
+	if w.readers == nil {
+		for range runtime.GOMAXPROCS(0) {
+			r, err := newReader(w)
+			if err != nil {
+				return nil, err
+			}
+			w.readers = append(w.readers, r)
+		}
+	}
+	return w.readers[i%len(w.readers)], nil
 }
 
 // WorkerMain runs a load worker: commands as JSON lines on in, replies on out.
@@ -312,8 +332,23 @@ func (w *worker) open(cmd command, i int, srcs []net.IP, path string, timeout ti
 	if err != nil {
 		return err
 	}
+	rd, err := w.reader(i)
+	if err != nil {
+		c.nc.Close()
+		return err
+	}
+	if err := c.detach(); err != nil {
+		c.nc.Close()
+		return err
+	}
 	ready := c.ready
-	go c.readLoop(pending)
+	// What came with the upgrade response is parsed before the reader can
+	// see the socket, so one goroutine at a time handles the connection.
+	c.consume(pending, time.Now().UnixNano())
+	if err := rd.add(c); err != nil {
+		c.close()
+		return err
+	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
@@ -596,6 +631,12 @@ func (w *worker) closeAll() {
 func (w *worker) shutdown() {
 	w.stopping.Store(true)
 	w.closeAll()
+	w.readersMu.Lock()
+	for _, r := range w.readers {
+		r.close()
+	}
+	w.readers = nil
+	w.readersMu.Unlock()
 }
 
 // workerProcess is the coordinator's handle on one worker.

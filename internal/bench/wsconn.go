@@ -13,7 +13,10 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Markers the tool embeds in event data (a plain string, so no JSON escaping
@@ -23,11 +26,17 @@ var (
 	markS = []byte("|s=")
 )
 
-// clientConn is one Pusher WebSocket connection of a worker. One goroutine
-// reads it for its whole life; writes take wmu.
+// clientConn is one Pusher WebSocket connection of a worker. After the HTTP
+// upgrade its socket leaves the Go runtime and is read by one of the
+// worker's epoll readers (no goroutine per connection: the tool shares the
+// machine's cores with the server it measures); writes take wmu.
 type clientConn struct {
 	w        *worker
-	nc       net.Conn
+	nc       net.Conn // during the upgrade only
+	fdMu     sync.RWMutex
+	fd       int    // after the upgrade; -1 once closed
+	partial  []byte // an incomplete frame carried to the next read
+	rd       *reader
 	idx      int // global connection number
 	ch       *chanStat
 	channel  string
@@ -167,65 +176,110 @@ func (c *clientConn) sendOp(op byte, payload []byte) error {
 	if cap(b) <= 4096 {
 		c.wbuf = b
 	}
-	_, err := c.nc.Write(b)
-	return err
+	return c.write(b)
+}
+
+// write writes b to the non-blocking socket, waiting for room when full.
+func (c *clientConn) write(b []byte) error {
+	c.fdMu.RLock()
+	defer c.fdMu.RUnlock()
+	for len(b) > 0 {
+		if c.fd < 0 {
+			return errClosed
+		}
+		n, err := unix.Write(c.fd, b)
+		switch {
+		case err == unix.EAGAIN:
+			fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLOUT}}
+			_, _ = unix.Poll(fds, 1000)
+			continue
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
 }
 
 func (c *clientConn) close() {
-	if c.closed.CompareAndSwap(false, true) && c.nc != nil {
+	if !c.closed.CompareAndSwap(false, true) {
+		return
+	}
+	if c.nc != nil {
 		c.nc.Close()
 	}
+	if c.rd != nil {
+		c.rd.remove(c)
+	}
+	c.fdMu.Lock()
+	if c.fd >= 0 {
+		_ = unix.Close(c.fd)
+		c.fd = -1
+	}
+	c.fdMu.Unlock()
 }
 
-// readLoop reads frames until the connection ends. pending holds bytes that
-// arrived with the upgrade response.
-func (c *clientConn) readLoop(pending []byte) {
-	buf := make([]byte, 4096)
-	n := copy(buf, pending)
-	if n < len(pending) {
-		buf = append(buf[:0], pending...)
-		n = len(buf)
+// detach takes the upgraded socket out of the Go runtime: a non-blocking
+// duplicate for the epoll reader, the original closed.
+func (c *clientConn) detach() error {
+	sc, ok := c.nc.(syscall.Conn)
+	if !ok {
+		return errors.New("connection has no file descriptor")
 	}
-	defer c.close()
-	c.readAt = time.Now().UnixNano()
-	for {
-		// Parse complete frames in buf[:n].
-		off := 0
-		for {
-			consumed, ok := c.frame(buf[off:n])
-			if !ok {
-				break
-			}
-			off += consumed
-			if c.closed.Load() {
-				return
-			}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(f uintptr) { fd, derr = unix.Dup(int(f)) }); err != nil {
+		return err
+	}
+	if derr != nil {
+		return derr
+	}
+	c.nc.Close()
+	c.nc = nil
+	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	c.fd = fd
+	return nil
+}
+
+// consume parses what one read returned (data may be the reader's shared
+// buffer) and keeps an incomplete frame for the next read.
+func (c *clientConn) consume(data []byte, at int64) {
+	c.readAt = at
+	if len(c.partial) > 0 {
+		c.partial = append(c.partial, data...)
+		data = c.partial
+	}
+	off := 0
+	for !c.closed.Load() {
+		n, ok := c.frame(data[off:])
+		if !ok {
+			break
 		}
-		if c.pending > 0 {
-			// One atomic add per read, not per frame: a burst of frames
-			// arrives in one read.
-			c.recv.Add(c.pending)
-			c.pending = 0
-		}
-		if off > 0 {
-			n = copy(buf, buf[off:n])
-		}
-		if n == len(buf) {
-			nb := make([]byte, 2*len(buf))
-			copy(nb, buf[:n])
-			buf = nb
-		}
-		m, err := c.nc.Read(buf[n:])
-		c.readAt = time.Now().UnixNano()
-		if m > 0 {
-			c.w.bytes.Add(int64(m))
-			n += m
-			continue
-		}
-		if err != nil {
-			c.fail(err)
-			return
-		}
+		off += n
+	}
+	if c.pending > 0 {
+		// One atomic add per read, not per frame: a burst of frames
+		// arrives in one read.
+		c.recv.Add(c.pending)
+		c.pending = 0
+	}
+	switch rest := data[off:]; {
+	case len(rest) == 0:
+		c.partial = nil
+	case len(c.partial) > 0:
+		c.partial = append(c.partial[:0], rest...)
+	default:
+		c.partial = append([]byte(nil), rest...)
 	}
 }
 
