@@ -388,6 +388,11 @@ func runFanout(ctx context.Context, opts Options, p Params, res *Result) error {
 			settle(ctx, interval)
 		}
 	}
+	// A worker reports a broadcast complete from its frame handler, a moment
+	// before it adds the read's frames to the connection's count.
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	r.waitRecv(wctx, int64(len(res.Broadcasts))*subs, time.Second)
+	cancel()
 	t, _ := r.totals(true)
 	c1 := r.cpu()
 	r.clearProgress()
