@@ -150,6 +150,7 @@ func suiteMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "herald bench suite: %v\n", err)
 		return 1
 	}
+	raiseNofile() // inherited by the servers it starts
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	rep := &SuiteReport{Started: time.Now().UTC(), Machine: machineInfo(), Rounds: *rounds,
