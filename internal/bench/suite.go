@@ -61,13 +61,13 @@ func suiteMatrix(quick bool) []suiteScenario {
 		{Name: "throughput", Scenario: "throughput", Params: Params{Conns: 5000, Channels: 50, Rates: []float64{300}, Duration: 20 * time.Second}},
 		// Highest sustained rate: every message delivered and p99 ≤ 100 ms.
 		{Name: "maxrate", Scenario: "throughput", Params: Params{Conns: 5000, Channels: 50,
-			Rates: []float64{300, 450, 600, 700, 800, 900, 1000, 1100, 1200, 1400, 1600}, Duration: 10 * time.Second, StopOnFail: true}},
+			Rates: []float64{300, 450, 600, 800, 1000, 1200, 1400, 1600, 1800, 2000, 2400, 2800, 3200}, Duration: 10 * time.Second, StopOnFail: true}},
 		// A broadcast to 19,000 local subscribers.
 		{Name: "fanout", Scenario: "fanout", Params: Params{Conns: 19000, Broadcasts: 10, Interval: time.Second}},
 		// Coalescing: each connection gets bursts of 10 events back to back
 		// (batch_events of 10 to a channel of 1,000 subscribers).
 		{Name: "burst", Scenario: "throughput", Params: Params{Conns: 10000, Channels: 10, Batch: 10,
-			Rates: []float64{25, 50, 100, 250, 500, 1000, 1500, 2000}, Duration: 10 * time.Second, StopOnFail: true}},
+			Rates: []float64{25, 50, 100, 250, 500, 750, 1000, 1250, 1500, 2000}, Duration: 10 * time.Second, StopOnFail: true}},
 		{Name: "connect", Scenario: "connect", Params: Params{Conns: 5000}},
 		{Name: "presence", Scenario: "presence", Params: Params{Channels: 50, Observers: 20, Churners: 5, Rate: 2, Duration: 10 * time.Second}},
 		{Name: "client-events", Scenario: "client-events", Params: Params{Conns: 1000, Channels: 100, Senders: 1, Rate: 10, Duration: 10 * time.Second}},
