@@ -45,7 +45,7 @@ func suiteMatrix(quick bool) []suiteScenario {
 			{Name: "throughput", Scenario: "throughput", Params: Params{Conns: 2000, Channels: 20, Rates: []float64{300}, Duration: 10 * time.Second}},
 			{Name: "maxrate", Scenario: "throughput", Params: Params{Conns: 2000, Channels: 20, Rates: []float64{300, 600, 900, 1200}, Duration: 5 * time.Second, StopOnFail: true}},
 			{Name: "fanout", Scenario: "fanout", Params: Params{Conns: 4000, Broadcasts: 5, Interval: 500 * time.Millisecond}},
-			{Name: "burst", Scenario: "throughput", Params: Params{Conns: 4000, Channels: 4, Batch: 10, Rates: []float64{250, 500}, Duration: 5 * time.Second, StopOnFail: true}},
+			{Name: "burst", Scenario: "throughput", Params: Params{Conns: 4000, Channels: 4, Batch: 10, P99Limit: time.Second, Rates: []float64{250, 500}, Duration: 5 * time.Second, StopOnFail: true}},
 			{Name: "connect", Scenario: "connect", Params: Params{Conns: 2000}},
 			{Name: "presence", Scenario: "presence", Params: Params{Channels: 20, Observers: 20, Churners: 5, Rate: 2, Duration: 5 * time.Second}},
 			{Name: "client-events", Scenario: "client-events", Params: Params{Conns: 500, Channels: 50, Senders: 1, Rate: 10, Duration: 5 * time.Second}},
@@ -65,8 +65,12 @@ func suiteMatrix(quick bool) []suiteScenario {
 		// A broadcast to 19,000 local subscribers.
 		{Name: "fanout", Scenario: "fanout", Params: Params{Conns: 19000, Broadcasts: 10, Interval: time.Second}},
 		// Coalescing: each connection gets bursts of 10 events back to back
-		// (batch_events of 10 to a channel of 1,000 subscribers).
-		{Name: "burst", Scenario: "throughput", Params: Params{Conns: 10000, Channels: 10, Batch: 10,
+		// (batch_events of 10 to a channel of 1,000 subscribers). One burst
+		// is 10,000 frames: a server writing one frame per syscall needs
+		// about 100 ms for it on this machine, so the latency limit here is
+		// 1 s (the same for every target), which makes this a measure of
+		// throughput.
+		{Name: "burst", Scenario: "throughput", Params: Params{Conns: 10000, Channels: 10, Batch: 10, P99Limit: time.Second,
 			Rates: []float64{25, 50, 100, 250, 500, 750, 1000, 1250, 1500, 2000}, Duration: 10 * time.Second, StopOnFail: true}},
 		{Name: "connect", Scenario: "connect", Params: Params{Conns: 5000}},
 		{Name: "presence", Scenario: "presence", Params: Params{Channels: 50, Observers: 20, Churners: 5, Rate: 2, Duration: 10 * time.Second}},
@@ -571,7 +575,7 @@ var Metrics = []metric{
 		}},
 	{Key: "fanout_cpu", Title: "server CPU per delivery, broadcast to one channel", Unit: "µs", Scenario: "fanout", LowerIsBetter: true,
 		Get: func(r *Result) (float64, bool) { return cpuPer(r) }},
-	{Key: "burst_max", Title: "bursts of 10: highest sustained deliveries/s", Unit: "/s", Scenario: "burst",
+	{Key: "burst_max", Title: "bursts of 10: highest sustained deliveries/s (p99 ≤ 1 s, none lost)", Unit: "/s", Scenario: "burst",
 		Get: func(r *Result) (float64, bool) { return r.MaxSustained, len(r.Rates) > 0 }},
 	{Key: "connects", Title: "connections (with subscribe) per second", Unit: "/s", Scenario: "connect",
 		Get: func(r *Result) (float64, bool) { return r.ConnectPerSec, r.ConnectPerSec > 0 }},

@@ -45,7 +45,7 @@ func TestChurn(t *testing.T) {
 		time.Sleep(time.Second)
 		n, err := r.concurrent()
 		if err != nil {
-			t.Error(err)
+			errorf(t, "%v", err)
 			continue
 		}
 		peak = max(peak, n)
@@ -54,7 +54,7 @@ func TestChurn(t *testing.T) {
 		}
 	}
 	if !r.wait(60 * time.Second) {
-		t.Fatal("clients did not finish within 60 s of the end (a hang)")
+		fatalf(t, "clients did not finish within 60 s of the end (a hang)")
 	}
 	elapsed := time.Since(t0)
 
@@ -71,32 +71,32 @@ func TestChurn(t *testing.T) {
 		t.Logf("error: %s", s)
 	}
 	if st.expected < 100000 {
-		t.Errorf("only %d deliveries expected; the test is not measuring much", st.expected)
+		errorf(t, "only %d deliveries expected; the test is not measuring much", st.expected)
 	}
 	if ratio < 0.99999 {
-		t.Errorf("delivered %d of %d expected events (%.6f%%), below 99.999%%", st.delivered, st.expected, 100*ratio)
+		errorf(t, "delivered %d of %d expected events (%.6f%%), below 99.999%%", st.delivered, st.expected, 100*ratio)
 	}
 	if st.duplicates > 0 {
-		t.Errorf("%d duplicate deliveries", st.duplicates)
+		errorf(t, "%d duplicate deliveries", st.duplicates)
 	}
 	if hs.expected < 10000 {
-		t.Errorf("only %d history deliveries expected; the test is not measuring much", hs.expected)
+		errorf(t, "only %d history deliveries expected; the test is not measuring much", hs.expected)
 	}
 	if hs.delivered != hs.expected || hs.dups > 0 || hs.failedRecoveries > 0 || hs.noSerial > 0 {
-		t.Errorf("history channels with recovery: %d of %d delivered, %d duplicates, %d failed recoveries, %d events without serial; want all, exactly once",
+		errorf(t, "history channels with recovery: %d of %d delivered, %d duplicates, %d failed recoveries, %d events without serial; want all, exactly once",
 			hs.delivered, hs.expected, hs.dups, hs.failedRecoveries, hs.noSerial)
 	}
 	if n := r.cut.Load(); n > 0 {
-		t.Errorf("%d connections were dropped by the server", n)
+		errorf(t, "%d connections were dropped by the server", n)
 	}
 	if n := r.subErrs.Load(); n > 0 {
-		t.Errorf("%d subscriptions failed", n)
+		errorf(t, "%d subscriptions failed", n)
 	}
 	if n := r.pubFail.Load(); n > 0 {
-		t.Errorf("%d of %d publishes failed", n, r.pubCount.Load())
+		errorf(t, "%d of %d publishes failed", n, r.pubCount.Load())
 	}
 	if peak < 0.8*float64(o.slots) {
-		t.Errorf("at most %.0f connections at once; want about %d", peak, o.slots)
+		errorf(t, "at most %.0f connections at once; want about %d", peak, o.slots)
 	}
 	record(t, map[string]any{
 		"connection_slots":              o.slots,

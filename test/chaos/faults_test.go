@@ -72,7 +72,7 @@ func TestNodeAndRedisFaults(t *testing.T) {
 	if s := os.Getenv("CHAOS_SEED"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
-			t.Fatalf("CHAOS_SEED: %v", err)
+			fatalf(t, "CHAOS_SEED: %v", err)
 		}
 		seed = v
 	}
@@ -111,7 +111,7 @@ func TestNodeAndRedisFaults(t *testing.T) {
 		}()
 	}
 	if !waitFor(30*time.Second, 50*time.Millisecond, func() bool { return countReady(ms) == members }) {
-		t.Fatalf("only %d of %d members ready after 30 s", countReady(ms), members)
+		fatalf(t, "only %d of %d members ready after 30 s", countReady(ms), members)
 	}
 
 	// Publisher: a steady load through the api node, every request with a
@@ -219,9 +219,9 @@ func TestNodeAndRedisFaults(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		if r.Reconnected == 0 {
-			t.Errorf("fault %d (%s): only %d of %d members back after %v", i+1, r.What, countReady(ms), members, recoverMax)
+			errorf(t, "fault %d (%s): only %d of %d members back after %v", i+1, r.What, countReady(ms), members, recoverMax)
 		} else if r.PresenceConverged == 0 || r.PresenceConverged > converge {
-			t.Errorf("fault %d (%s): presence not converged within %v of the fault (converged after %v): %s",
+			errorf(t, "fault %d (%s): presence not converged within %v of the fault (converged after %v): %s",
 				i+1, r.What, converge, r.PresenceConverged, lastDiff)
 		}
 
@@ -240,7 +240,7 @@ func TestNodeAndRedisFaults(t *testing.T) {
 		if waitFor(time.Until(probeDeadline.Add(5*time.Second)), 20*time.Millisecond, func() bool { return probesSeen(ms, probeIDs) }) {
 			r.ProbeDelivered = time.Since(kill)
 		} else {
-			t.Errorf("fault %d (%s): probe events did not reach every member: %s; Redis subscribers per feed and shard: %s; subscriber connections: %s",
+			errorf(t, "fault %d (%s): probe events did not reach every member: %s; Redis subscribers per feed and shard: %s; subscriber connections: %s",
 				i+1, r.What, probeMisses(ms, probeIDs, feeds), f.numsub(feeds), f.subscriberConns())
 		}
 		// Events answered just before the kill may still be on their way
@@ -251,12 +251,12 @@ func TestNodeAndRedisFaults(t *testing.T) {
 		for _, n := range append(append([]*node(nil), f.edges...), f.api) {
 			resp, err := metricsClient.Get("http://" + n.Addr + "/readyz")
 			if err != nil {
-				t.Errorf("after fault %d: %s /readyz: %v", i+1, n.Name, err)
+				errorf(t, "after fault %d: %s /readyz: %v", i+1, n.Name, err)
 				continue
 			}
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
-				t.Errorf("after fault %d: %s /readyz: %d", i+1, n.Name, resp.StatusCode)
+				errorf(t, "after fault %d: %s /readyz: %d", i+1, n.Name, resp.StatusCode)
 			}
 		}
 		r.Drops = totalDrops(ms) - drops0
@@ -278,7 +278,7 @@ func TestNodeAndRedisFaults(t *testing.T) {
 	select {
 	case <-done:
 	case <-time.After(15 * time.Second):
-		t.Fatal("members did not stop within 15 s (a hang)")
+		fatalf(t, "members did not stop within 15 s (a hang)")
 	}
 
 	// Deliveries: per session and feed; duplicates over every session.
@@ -293,7 +293,7 @@ func TestNodeAndRedisFaults(t *testing.T) {
 		}
 	}
 	if dups > 0 {
-		t.Errorf("%d events delivered more than once to a client", dups)
+		errorf(t, "%d events delivered more than once to a client", dups)
 	}
 	all := checkDeliveries(feeds, clog, subs)
 	inFault := func(ns int64) bool {
@@ -311,7 +311,8 @@ func TestNodeAndRedisFaults(t *testing.T) {
 	steadyRatio := float64(steady.delivered) / float64(max(steady.expected, 1))
 	faultRatio := float64(faulty.delivered) / float64(max(faulty.expected, 1))
 	if steadyRatio < 0.99999 {
-		t.Errorf("outside fault windows %d of %d expected events delivered (%.5f%%)", steady.delivered, steady.expected, 100*steadyRatio)
+		errorf(t, "outside fault windows %d of %d expected events delivered (%.5f%%); first missed: %s",
+			steady.delivered, steady.expected, 100*steadyRatio, strings.Join(steady.missed[:min(len(steady.missed), 5)], "; "))
 		for _, s := range steady.missed {
 			t.Logf("missed: %s", s)
 		}

@@ -51,6 +51,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "chaos report:", err)
 	}
 	os.RemoveAll(tmp)
+	printFailures()
 	os.Exit(code)
 }
 
@@ -72,10 +73,10 @@ func needFiles(t *testing.T, n uint64) {
 	t.Helper()
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	if rl.Cur < n {
-		t.Fatalf("RLIMIT_NOFILE is %d (hard %d); this test needs %d: raise the hard limit (ulimit -Hn)", rl.Cur, rl.Max, n)
+		fatalf(t, "RLIMIT_NOFILE is %d (hard %d); this test needs %d: raise the hard limit (ulimit -Hn)", rl.Cur, rl.Max, n)
 	}
 }
 
@@ -101,7 +102,7 @@ func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", net.JoinHostPort(listenHost, "0"))
 	if err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	defer l.Close()
 	return l.Addr().String()
@@ -187,7 +188,7 @@ func (n *node) Metric(t testing.TB, series string) float64 {
 	t.Helper()
 	m, err := n.Metrics()
 	if err != nil {
-		t.Fatalf("%s metrics: %v", n.Name, err)
+		fatalf(t, "%s metrics: %v", n.Name, err)
 	}
 	return m[series]
 }
@@ -464,5 +465,47 @@ func waitFor(d, step time.Duration, cond func() bool) bool {
 			return false
 		}
 		time.Sleep(step)
+	}
+}
+
+// failures collects every test failure message, printed again at the very
+// end of the run (CI shows the tail of the output, after the node logs).
+var (
+	failuresMu sync.Mutex
+	failures   []string
+)
+
+func noteFailure(t testing.TB, msg string) {
+	failuresMu.Lock()
+	failures = append(failures, t.Name()+": "+msg)
+	failuresMu.Unlock()
+}
+
+// errorf is t.Errorf, also remembered for the summary at the end.
+func errorf(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	noteFailure(t, msg)
+	t.Error(msg)
+}
+
+// fatalf is t.Fatalf, also remembered for the summary at the end.
+func fatalf(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	noteFailure(t, msg)
+	t.Fatal(msg)
+}
+
+// printFailures repeats every failure at the end of the output.
+func printFailures() {
+	failuresMu.Lock()
+	defer failuresMu.Unlock()
+	if len(failures) == 0 {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "chaos: %d failure(s):\n", len(failures))
+	for _, f := range failures {
+		fmt.Fprintf(os.Stderr, "  %s\n", f)
 	}
 }

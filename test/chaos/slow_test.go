@@ -87,11 +87,11 @@ func TestSlowConsumers(t *testing.T) {
 	for i := range fast {
 		c, err := dialWS(ctx, n.Addr, 0)
 		if err != nil {
-			t.Fatalf("fast client %d: %v", i, err)
+			fatalf(t, "fast client %d: %v", i, err)
 		}
 		for _, ch := range floodChannels {
 			if err := c.subscribeWait(ch, "", time.Now().Add(5*time.Second), nil); err != nil {
-				t.Fatalf("fast client %d: %v", i, err)
+				fatalf(t, "fast client %d: %v", i, err)
 			}
 		}
 		fc := &fastClient{c: c, subAt: time.Now(), ids: map[uint64]int{}}
@@ -278,7 +278,7 @@ func TestSlowConsumers(t *testing.T) {
 		close(errs)
 		for err := range errs {
 			stopPublishing()
-			t.Fatalf("cycle %d: extra client: %v", i, err)
+			fatalf(t, "cycle %d: extra client: %v", i, err)
 		}
 		totalSlow += len(slow)
 		slowConns = append(slowConns, slow...)
@@ -288,7 +288,7 @@ func TestSlowConsumers(t *testing.T) {
 		// The cycle lasts until the server has cut every slow client.
 		if !waitFor(15*time.Second, 20*time.Millisecond, func() bool { return closedSlow() >= float64(totalSlow) }) {
 			stopPublishing()
-			t.Fatalf("cycle %d: %v slow consumers disconnected after 15 s, want %d", i, closedSlow(), totalSlow)
+			fatalf(t, "cycle %d: %v slow consumers disconnected after 15 s, want %d", i, closedSlow(), totalSlow)
 		}
 		cutAfter = append(cutAfter, time.Since(cy.start))
 		time.Sleep(time.Until(cy.start.Add(minCycle)))
@@ -309,13 +309,13 @@ func TestSlowConsumers(t *testing.T) {
 	pubMu.Lock()
 	defer pubMu.Unlock()
 	if f := pubFail.Load(); f > 0 {
-		t.Errorf("%d of %d API publishes failed", f, len(pubs))
+		errorf(t, "%d of %d API publishes failed", f, len(pubs))
 	}
 	lastEnd := cyc[len(cyc)-1].end
 	missing, dups := 0, 0
 	for i, fc := range fast {
 		if fc.closeErr != nil {
-			t.Errorf("fast client %d was disconnected: %v", i, fc.closeErr)
+			errorf(t, "fast client %d was disconnected: %v", i, fc.closeErr)
 		}
 		for _, r := range pubs {
 			if r.ok && r.start.After(fc.subAt) && r.end.Before(lastEnd) && fc.ids[r.id] == 0 {
@@ -329,7 +329,7 @@ func TestSlowConsumers(t *testing.T) {
 		}
 	}
 	if missing > 0 || dups > 0 {
-		t.Errorf("fast clients: %d events missing, %d duplicated", missing, dups)
+		errorf(t, "fast clients: %d events missing, %d duplicated", missing, dups)
 	}
 
 	// Latency: with slow consumers on the event's channel, or with control
@@ -360,7 +360,7 @@ func TestSlowConsumers(t *testing.T) {
 		}
 	}
 	if len(with) < 10000 || len(without) < 10000 || len(base) < 1000 {
-		t.Fatalf("too few samples for a p99: %d with, %d without, %d baseline", len(with), len(without), len(base))
+		fatalf(t, "too few samples for a p99: %d with, %d without, %d baseline", len(with), len(without), len(base))
 	}
 	sortDurations(with)
 	sortDurations(without)
@@ -376,7 +376,7 @@ func TestSlowConsumers(t *testing.T) {
 	p99With, p99Without := percentile(with, 99), percentile(without, 99)
 	ratio := float64(p99With) / float64(p99Without)
 	if ratio >= 1.10 {
-		t.Errorf("fast clients' p99 on the channel with slow consumers is %.3f× their p99 on the channel without (limit 1.10): %.2f ms vs %.2f ms",
+		errorf(t, "fast clients' p99 on the channel with slow consumers is %.3f× their p99 on the channel without (limit 1.10): %.2f ms vs %.2f ms",
 			ratio, ms(p99With), ms(p99Without))
 	}
 
@@ -394,21 +394,21 @@ func TestSlowConsumers(t *testing.T) {
 	}
 	for _, id := range slowIDs {
 		if !slowLines[id] {
-			t.Errorf("no slow-consumer log line for socket %s", id)
+			errorf(t, "no slow-consumer log line for socket %s", id)
 		}
 	}
 	if logged != totalSlow {
-		t.Errorf("%d slow-consumer log lines, want %d", logged, totalSlow)
+		errorf(t, "%d slow-consumer log lines, want %d", logged, totalSlow)
 	}
 	m, err := n.Metrics()
 	if err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	if got := m["herald_slow_consumer_disconnects_total"]; got != float64(totalSlow) {
-		t.Errorf("herald_slow_consumer_disconnects_total = %v, want %d", got, totalSlow)
+		errorf(t, "herald_slow_consumer_disconnects_total = %v, want %d", got, totalSlow)
 	}
 	if got := m[`herald_connections_closed_total{reason="slow_consumer"}`]; got != float64(totalSlow) {
-		t.Errorf(`herald_connections_closed_total{reason="slow_consumer"} = %v, want %d`, got, totalSlow)
+		errorf(t, `herald_connections_closed_total{reason="slow_consumer"} = %v, want %d`, got, totalSlow)
 	}
 	// The server resets a slow consumer's connection (SO_LINGER 0), so the
 	// kernel frees what it still held for it at once instead of keeping an
@@ -425,7 +425,7 @@ func TestSlowConsumers(t *testing.T) {
 		c.Close()
 	}
 	if notClosed > 0 || notReset > 0 {
-		t.Errorf("of %d slow clients' sockets, %d were not closed by the server and %d were closed without a reset",
+		errorf(t, "of %d slow clients' sockets, %d were not closed by the server and %d were closed without a reset",
 			len(slowConns), notClosed, notReset)
 	}
 
@@ -457,12 +457,12 @@ func TestSlowConsumers(t *testing.T) {
 	rssMu.Unlock()
 	bound := peakBase + extraPer*slowQueueBound + 16<<20
 	if peakCyc > bound {
-		t.Errorf("RSS with slow consumers peaked at %.1f MiB; bound %.1f MiB (baseline peak + %d × max_queued_bytes + 16 MiB)",
+		errorf(t, "RSS with slow consumers peaked at %.1f MiB; bound %.1f MiB (baseline peak + %d × max_queued_bytes + 16 MiB)",
 			mib(peakCyc), mib(bound), extraPer)
 	}
 	growth := median(last) - median(first)
 	if growth > 16<<20 {
-		t.Errorf("RSS grew by %.1f MiB from the first two cycles to the last two", growth/(1<<20))
+		errorf(t, "RSS grew by %.1f MiB from the first two cycles to the last two", growth/(1<<20))
 	}
 
 	record(t, map[string]any{

@@ -32,19 +32,19 @@ func TestSoak(t *testing.T) {
 	if s := os.Getenv("SOAK_DURATION"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil {
-			t.Fatalf("SOAK_DURATION: %v", err)
+			fatalf(t, "SOAK_DURATION: %v", err)
 		}
 		duration = d
 	}
 	if s := os.Getenv("SOAK_INTERVAL"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil {
-			t.Fatalf("SOAK_INTERVAL: %v", err)
+			fatalf(t, "SOAK_INTERVAL: %v", err)
 		}
 		interval = d
 	}
 	if duration < 6*interval {
-		t.Fatalf("SOAK_DURATION %v is less than 6 samples of SOAK_INTERVAL %v", duration, interval)
+		fatalf(t, "SOAK_DURATION %v is less than 6 samples of SOAK_INTERVAL %v", duration, interval)
 	}
 	o := churnOpts{
 		slots: 2500, dense: 10, sparse: 500, sparsePer: 50, histN: 10, histEvery: 5,
@@ -125,11 +125,11 @@ func TestSoak(t *testing.T) {
 		for _, p := range procs {
 			v, err := p.RSS()
 			if err != nil {
-				t.Fatalf("%s RSS: %v", p.Name, err)
+				fatalf(t, "%s RSS: %v", p.Name, err)
 			}
 			m, err := p.Metrics()
 			if err != nil {
-				t.Fatalf("%s metrics: %v", p.Name, err)
+				fatalf(t, "%s metrics: %v", p.Name, err)
 			}
 			s.rss = append(s.rss, v)
 			s.goroutines = append(s.goroutines, m["go_goroutines"])
@@ -146,7 +146,7 @@ func TestSoak(t *testing.T) {
 		mu.Unlock()
 	}
 	if !r.wait(2 * time.Minute) {
-		t.Fatal("clients did not finish within 2 min of the end (a hang)")
+		fatalf(t, "clients did not finish within 2 min of the end (a hang)")
 	}
 	close(checkEnd)
 	checkOnce(true)
@@ -177,10 +177,10 @@ func TestSoak(t *testing.T) {
 		}
 		rf, rl, gf, gl := median(rssFirst), median(rssLast), median(gFirst), median(gLast)
 		if rl > rf*1.10+8<<20 {
-			t.Errorf("%s RSS grew: median %.1f MiB in the first third, %.1f MiB in the last", p.Name, rf/(1<<20), rl/(1<<20))
+			errorf(t, "%s RSS grew: median %.1f MiB in the first third, %.1f MiB in the last", p.Name, rf/(1<<20), rl/(1<<20))
 		}
 		if gl > gf*1.10+20 {
-			t.Errorf("%s goroutines grew: median %.0f in the first third, %.0f in the last", p.Name, gf, gl)
+			errorf(t, "%s goroutines grew: median %.0f in the first third, %.0f in the last", p.Name, gf, gl)
 		}
 		figs[p.Name+"_rss_mib_first_last"] = fmt.Sprintf("%.1f → %.1f", rf/(1<<20), rl/(1<<20))
 		figs[p.Name+"_goroutines_first_last"] = fmt.Sprintf("%.0f → %.0f", gf, gl)
@@ -197,13 +197,13 @@ func TestSoak(t *testing.T) {
 		t.Logf("error: %s", s)
 	}
 	if ratio < 0.99999 || st.duplicates > 0 {
-		t.Errorf("delivered %d of %d expected events (%.6f%%), %d duplicates", st.delivered, st.expected, 100*ratio, st.duplicates)
+		errorf(t, "delivered %d of %d expected events (%.6f%%), %d duplicates", st.delivered, st.expected, 100*ratio, st.duplicates)
 	}
 	if hs.delivered != hs.expected || hs.dups > 0 || hs.failedRecoveries > 0 {
-		t.Errorf("history: %d of %d delivered, %d duplicates, %d failed recoveries", hs.delivered, hs.expected, hs.dups, hs.failedRecoveries)
+		errorf(t, "history: %d of %d delivered, %d duplicates, %d failed recoveries", hs.delivered, hs.expected, hs.dups, hs.failedRecoveries)
 	}
 	if n := r.cut.Load(); n > 0 {
-		t.Errorf("%d connections were dropped by the server", n)
+		errorf(t, "%d connections were dropped by the server", n)
 	}
 	var conns []float64
 	for _, s := range samples {
