@@ -132,12 +132,14 @@ var (
 	dRedisDeliv    = desc("herald_redis_delivered_total", "Messages received from Redis pub/sub.")
 	dRedisReconn   = desc("herald_redis_resubscribes_total", "Subscriptions restored after a lost connection or failed probe.")
 	dRedisTopics   = desc("herald_redis_topics", "Redis pub/sub topics subscribed.")
+	dRedisDropped  = desc("herald_redis_dropped_total", "Messages received from Redis for topics this node no longer subscribes (dropped).")
+	dRedisProbeErr = desc("herald_redis_probe_failures_total", "Subscriber liveness probes that did not come back (each rebuilds the connection).")
 	dHistPub       = desc("herald_history_published_total", "Events published with a serial on history channels.")
 	dHistRecovery  = desc("herald_history_recoveries_total", "Resubscriptions with last_serial, by result (recovered or a recovery_failed reason).", "result")
 	dHistEvents    = desc("herald_history_recovered_events_total", "Missed events sent by successful recoveries.")
 	allDescriptors = []*prometheus.Desc{dConnections, dOpened, dRejected, dClosed, dSubs, dPublished, dDelivered,
 		dClientEvents, dFramesIn, dBytesIn, dBytesOut, dSlow, dRateLimited, dWHQueued, dWHHeld, dWHSent, dWHFailed,
-		dWHDropped, dWHRetries, dRedisPub, dRedisPubErr, dRedisDeliv, dRedisReconn, dRedisTopics,
+		dWHDropped, dWHRetries, dRedisPub, dRedisPubErr, dRedisDeliv, dRedisReconn, dRedisTopics, dRedisDropped, dRedisProbeErr,
 		dHistPub, dHistRecovery, dHistEvents}
 )
 
@@ -218,5 +220,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dRedisDeliv, float64(st.Delivered))
 		counter(dRedisReconn, float64(st.Reconnects))
 		gauge(dRedisTopics, float64(st.Topics))
+		counter(dRedisDropped, float64(st.Dropped))
+		counter(dRedisProbeErr, float64(st.ProbeFailures))
 	}
 }

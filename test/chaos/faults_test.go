@@ -62,7 +62,9 @@ func (m *member) isReady() bool {
 // (CHAOS_SEED, default 1). After each fault: every client is back and
 // subscribed, presence (GET /channels/{room}/users through the api node)
 // equals the members actually connected within 10 s of the fault, a probe
-// event reaches every client, and the surviving nodes answer /readyz. Over
+// event reaches every client (rounds of probes a second apart, within 15 s:
+// one published while a restarted shard is being resubscribed is lost), and
+// the surviving nodes answer /readyz. Over
 // the run no event is delivered twice to a client; the delivery ratio is
 // reported (events are lost while a shard is down or being resubscribed,
 // and those queued on a killed edge), and asserted outside the fault windows.
@@ -171,6 +173,7 @@ func TestNodeAndRedisFaults(t *testing.T) {
 		Reconnected       time.Duration // every member ready again (after the kill)
 		PresenceConverged time.Duration // API users == connected members (after the kill)
 		ProbeDelivered    time.Duration // a probe on every feed reached every member (after the kill)
+		ProbeRounds       int           // rounds of probes published until then
 		Drops             int           // connections lost
 	}
 	var results []faultResult
@@ -225,23 +228,36 @@ func TestNodeAndRedisFaults(t *testing.T) {
 				i+1, r.What, converge, r.PresenceConverged, lastDiff)
 		}
 
-		// A probe on every feed reaches every member.
-		probeIDs := make([]uint64, len(feeds))
-		probeDeadline := time.Now().Add(10 * time.Second)
-		for fi := range feeds {
-			for {
-				probeIDs[fi] = nextID.Add(1)
-				if publish(fi, probeIDs[fi]) || time.Now().After(probeDeadline) {
-					break
+		// A probe on every feed reaches every member. Events published
+		// while a restarted shard's subscribers are resubscribing are lost
+		// (Redis pub/sub keeps nothing), and the subscribers resubscribe a
+		// few hundred milliseconds after the shard is back, possibly after
+		// presence has converged: so a round of probes that does not reach
+		// everyone within a second is followed by another, and a member
+		// counts as reached by any probe of this fault on its feed. A
+		// channel left silent misses every round and fails the test.
+		probeIDs := make([][]uint64, len(feeds)) // every probe of this fault, per feed
+		probeDeadline := time.Now().Add(15 * time.Second)
+		reached := false
+		for !reached && time.Now().Before(probeDeadline) {
+			for fi := range feeds {
+				for {
+					id := nextID.Add(1)
+					probeIDs[fi] = append(probeIDs[fi], id)
+					if publish(fi, id) || time.Now().After(probeDeadline) {
+						break
+					}
+					time.Sleep(200 * time.Millisecond)
 				}
-				time.Sleep(200 * time.Millisecond)
 			}
+			reached = waitFor(time.Second, 20*time.Millisecond, func() bool { return probesSeen(ms, probeIDs) })
+			r.ProbeRounds++
 		}
-		if waitFor(time.Until(probeDeadline.Add(5*time.Second)), 20*time.Millisecond, func() bool { return probesSeen(ms, probeIDs) }) {
+		if reached {
 			r.ProbeDelivered = time.Since(kill)
 		} else {
-			errorf(t, "fault %d (%s): probe events did not reach every member: %s; Redis subscribers per feed and shard: %s; subscriber connections: %s",
-				i+1, r.What, probeMisses(ms, probeIDs, feeds), f.numsub(feeds), f.subscriberConns())
+			errorf(t, "fault %d (%s): probe events did not reach every member in %d rounds: %s; Redis subscribers per feed and shard: %s; subscriber connections: %s; broker metrics: %s",
+				i+1, r.What, r.ProbeRounds, probeMisses(ms, probeIDs, feeds), f.numsub(feeds), f.subscriberConns(), f.redisMetrics())
 		}
 		// Events answered just before the kill may still be on their way
 		// through the killed process: the window opens 1 s before it.
@@ -261,9 +277,9 @@ func TestNodeAndRedisFaults(t *testing.T) {
 		}
 		r.Drops = totalDrops(ms) - drops0
 		results = append(results, r)
-		t.Logf("fault %d: %s: down %v, members back %v, presence converged %v, probes delivered %v, %d connections lost",
+		t.Logf("fault %d: %s: down %v, members back %v, presence converged %v, probes delivered %v (round %d), %d connections lost",
 			i+1, r.What, r.Down.Round(time.Millisecond), r.Reconnected.Round(time.Millisecond),
-			r.PresenceConverged.Round(time.Millisecond), r.ProbeDelivered.Round(time.Millisecond), r.Drops)
+			r.PresenceConverged.Round(time.Millisecond), r.ProbeDelivered.Round(time.Millisecond), r.ProbeRounds, r.Drops)
 		time.Sleep(time.Duration(1000+rng.IntN(1000)) * time.Millisecond)
 	}
 
@@ -334,9 +350,9 @@ func TestNodeAndRedisFaults(t *testing.T) {
 	}
 	for i, r := range results {
 		key := fmt.Sprintf("fault_%d", i+1)
-		figs[key] = fmt.Sprintf("%s down %v: back %v, presence %v, probes %v, %d connections lost", r.What,
+		figs[key] = fmt.Sprintf("%s down %v: back %v, presence %v, probes %v (round %d), %d connections lost", r.What,
 			r.Down.Round(time.Millisecond), r.Reconnected.Round(time.Millisecond), r.PresenceConverged.Round(time.Millisecond),
-			r.ProbeDelivered.Round(time.Millisecond), r.Drops)
+			r.ProbeDelivered.Round(time.Millisecond), r.ProbeRounds, r.Drops)
 	}
 	var conv []float64
 	for _, r := range results {
@@ -393,29 +409,38 @@ func presenceMatches(p *publisher, rooms []string, ms []*member) (bool, string) 
 	return true, ""
 }
 
-// probesSeen reports whether every member received the probe of its feed.
-func probesSeen(ms []*member, probeIDs []uint64) bool {
+// probesSeen reports whether every member received one of the probes of
+// its feed.
+func probesSeen(ms []*member, probeIDs [][]uint64) bool {
 	for _, m := range ms {
-		m.mu.Lock()
-		ok := m.seen[probeIDs[m.feed]] > 0
-		m.mu.Unlock()
-		if !ok {
+		if !m.sawAny(probeIDs[m.feed]) {
 			return false
 		}
 	}
 	return true
 }
 
-// probeMisses counts, by edge and feed, the members that did not receive
-// their feed's probe.
-func probeMisses(ms []*member, probeIDs []uint64, feeds []string) string {
+func (m *member) sawAny(ids []uint64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, id := range ids {
+		if m.seen[id] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// probeMisses counts, by edge and feed, the members that received none of
+// their feed's probes.
+func probeMisses(ms []*member, probeIDs [][]uint64, feeds []string) string {
 	n := map[string]int{}
 	for _, m := range ms {
-		m.mu.Lock()
-		if m.seen[probeIDs[m.feed]] == 0 {
+		if !m.sawAny(probeIDs[m.feed]) {
+			m.mu.Lock()
 			n[fmt.Sprintf("%s/%s/ready=%v", m.edge, feeds[m.feed], m.ready)]++
+			m.mu.Unlock()
 		}
-		m.mu.Unlock()
 	}
 	var out []string
 	for k, v := range n {
@@ -616,4 +641,25 @@ func (m *member) run(f *fleet, feeds []string, feedIdx map[string]int32, seed ui
 		}
 		c.closeGracefully(2 * time.Second)
 	}
+}
+
+// redisMetrics lists every node's Redis broker counters, for diagnosis.
+func (f *fleet) redisMetrics() string {
+	var out []string
+	for _, n := range append(append([]*node(nil), f.edges...), f.api) {
+		m, err := n.Metrics()
+		if err != nil {
+			out = append(out, fmt.Sprintf("%s: %v", n.Name, err))
+			continue
+		}
+		var parts []string
+		for k, v := range m {
+			if strings.HasPrefix(k, "herald_redis_") && !strings.Contains(k, "shard_") {
+				parts = append(parts, fmt.Sprintf("%s=%g", strings.TrimPrefix(k, "herald_redis_"), v))
+			}
+		}
+		sort.Strings(parts)
+		out = append(out, n.Name+" ["+strings.Join(parts, " ")+"]")
+	}
+	return strings.Join(out, "; ")
 }

@@ -113,7 +113,11 @@ func freeAddr(t testing.TB) string {
 func startNode(t testing.TB, name, config string, env ...string) *node {
 	t.Helper()
 	internal := freeAddr(t)
-	env = append([]string{"HERALD_INTERNAL_ADDR=" + internal, "HERALD_LOG_LEVEL=info"}, env...)
+	level := "info"
+	if l := os.Getenv("CHAOS_LOG_LEVEL"); l != "" {
+		level = l // e.g. debug, to diagnose a failure
+	}
+	env = append([]string{"HERALD_INTERNAL_ADDR=" + internal, "HERALD_LOG_LEVEL=" + level}, env...)
 	h := testkit.StartHeraldOn(t, heraldBin, listenHost, config, env...)
 	return &node{Herald: h, Name: name, Internal: internal}
 }

@@ -260,7 +260,9 @@ func (b *Broker) Unsubscribe(ctx context.Context, t broker.Topic) error {
 	}
 	name := channelName(t)
 	var errs []error
-	for _, u := range b.forgetAll(name) {
+	live := b.forgetAll(name)
+	b.log.Debug("redis broker: unsubscribe", slog.String("channel", t.Channel), slog.Int("live_connections", len(live)))
+	for _, u := range live {
 		if err := u.dc.Do(ctx, u.dc.B().Unsubscribe().Channel(name).Build()).Error(); err != nil {
 			errs = append(errs, fmt.Errorf("redisbroker: unsubscribe on %s: %w", u.sh.url, err))
 		}

@@ -120,6 +120,7 @@ func (b *Broker) rebalance() (added, dropped int) {
 					if !b.shards[j].has(e.name) {
 						b.shards[j].want(e.name, e.t)
 						add[j] = append(add[j], e.name)
+						b.log.Debug("redis broker: covering a channel on another shard", slog.String("channel", e.t.Channel), slog.Int("home", i), slog.Int("shard", j))
 					}
 				}
 				continue
@@ -129,6 +130,7 @@ func (b *Broker) rebalance() (added, dropped int) {
 			if !slices.Contains(cover, i) || !b.shards[cover[0]].has(e.name) {
 				b.shards[i].forget(e.name)
 				drop[i] = append(drop[i], e.name)
+				b.log.Debug("redis broker: releasing a channel's extra cover", slog.String("channel", e.t.Channel), slog.Int("home", cover[0]), slog.Int("shard", i))
 			}
 		}
 	}
@@ -171,6 +173,7 @@ func (b *Broker) subscribeCover(ctx context.Context, t broker.Topic) error {
 		if err != nil && !errors.Is(err, broker.ErrClosed) {
 			b.forgetAll(name)
 		}
+		b.log.Debug("redis broker: subscribe", slog.String("channel", t.Channel), slog.Any("cover", cover), slog.Any("error", err))
 		return err
 	}
 	// Degraded: every shard but the Down ones confirms in the background;
@@ -219,6 +222,7 @@ func (b *Broker) subscribeCover(ctx context.Context, t broker.Topic) error {
 		select {
 		case err := <-res:
 			if err == nil {
+				b.log.Debug("redis broker: subscribe (degraded ring)", slog.String("channel", t.Channel), slog.Any("cover", cover))
 				return nil
 			}
 			errs = append(errs, err)
@@ -233,7 +237,9 @@ func (b *Broker) subscribeCover(ctx context.Context, t broker.Topic) error {
 	if !b.closed.Load() {
 		b.forgetAll(name)
 	}
-	return errors.Join(errs...)
+	err := errors.Join(errs...)
+	b.log.Debug("redis broker: subscribe failed (degraded ring)", slog.String("channel", t.Channel), slog.Any("cover", cover), slog.Any("error", err))
+	return err
 }
 
 type liveSub struct {

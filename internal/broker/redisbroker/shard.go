@@ -206,6 +206,7 @@ func (s *shard) ready(dc rueidis.DedicatedClient, names []string) (uint64, error
 		if len(stale) == 0 && len(missing) == 0 {
 			gen := s.setConnLocked(dc)
 			s.mu.Unlock()
+			s.b.log.Debug("redis broker: shard subscriber connection ready", slog.String("shard", s.url), slog.Int("topics", len(have)), slog.Uint64("gen", gen))
 			return gen, nil
 		}
 		s.mu.Unlock()
