@@ -61,7 +61,7 @@ func suiteMatrix(quick bool) []suiteScenario {
 		{Name: "throughput", Scenario: "throughput", Params: Params{Conns: 5000, Channels: 50, Rates: []float64{300}, Duration: 20 * time.Second}},
 		// Highest sustained rate: every message delivered and p99 ≤ 100 ms.
 		{Name: "maxrate", Scenario: "throughput", Params: Params{Conns: 5000, Channels: 50,
-			Rates: []float64{300, 450, 600, 800, 1000, 1200, 1400, 1600, 1800, 2000, 2400, 2800, 3200}, Duration: 10 * time.Second, StopOnFail: true}},
+			Rates: []float64{300, 450, 600, 800, 1000, 1200, 1400, 1600, 1800, 2000, 2400, 2800, 3200, 4000, 5000, 6000}, Duration: 10 * time.Second, StopOnFail: true}},
 		// A broadcast to 19,000 local subscribers.
 		{Name: "fanout", Scenario: "fanout", Params: Params{Conns: 19000, Broadcasts: 10, Interval: time.Second}},
 		// Coalescing: each connection gets bursts of 10 events back to back
