@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -186,6 +187,7 @@ func serve(args []string, stderr io.Writer) int {
 		log.Warn("no config file: serving the built-in development app; do not use its secret in production",
 			"app_id", a.ID, "key", a.Key, "secret", apps.DevAppSecret)
 	}
+	setGCPercent()
 	listen := or(*addr, or(cfg.Addr, ":6001"))
 	srv, err := server.New(server.Options{Addr: listen, Config: cfg, Log: log,
 		InternalAddr: or(cfg.InternalAddr, "127.0.0.1:9601"), InternalOptional: cfg.InternalAddr == ""})
@@ -245,4 +247,18 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("bad log format %q", format)
+}
+
+// defaultGCPercent is the Go GC target Herald runs with unless GOGC is set.
+// Its heap is mostly long-lived connection state and the delivery path does
+// not allocate, so a target of 50 (the runtime's default is 100) trims the
+// idle memory per connection by about a fifth (1.84 KB to 1.50 KB RSS per
+// subscribed connection, herald bench idle 4,000 to 19,000, 2026-11-23) for a
+// few percent more CPU per delivered message. GOGC (and GOMEMLIMIT) override.
+const defaultGCPercent = 50
+
+func setGCPercent() {
+	if _, ok := os.LookupEnv("GOGC"); !ok {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 }
