@@ -2,11 +2,12 @@ package bench
 
 import (
 	"io"
-	"os"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/heraldrt/herald/internal/sysfd"
 )
 
 // reader is one epoll instance and the goroutine that reads every ready
@@ -73,18 +74,11 @@ func (r *reader) close() {
 func (r *reader) run() {
 	defer close(r.done)
 	events := make([]unix.EpollEvent, 256)
-	dup, err := unix.Dup(r.epfd)
+	f, rc, err := sysfd.Pollable(r.epfd)
 	if err != nil {
 		return
 	}
-	unix.CloseOnExec(dup)
-	_ = unix.SetNonblock(dup, true)
-	f := os.NewFile(uintptr(dup), "epoll")
 	defer f.Close()
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return
-	}
 	go func() { <-r.stop; _ = f.SetReadDeadline(time.Now()) }()
 	for {
 		err := rc.Read(func(uintptr) bool {

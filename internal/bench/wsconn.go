@@ -13,10 +13,11 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/heraldrt/herald/internal/sysfd"
 )
 
 // Markers the tool embeds in event data (a plain string, so no JSON escaping
@@ -224,29 +225,11 @@ func (c *clientConn) close() {
 // detach takes the upgraded socket out of the Go runtime: a non-blocking
 // duplicate for the epoll reader, the original closed.
 func (c *clientConn) detach() error {
-	sc, ok := c.nc.(syscall.Conn)
-	if !ok {
-		return errors.New("connection has no file descriptor")
-	}
-	rc, err := sc.SyscallConn()
+	fd, err := sysfd.Detach(c.nc)
 	if err != nil {
 		return err
 	}
-	fd := -1
-	var derr error
-	if err := rc.Control(func(f uintptr) { fd, derr = unix.Dup(int(f)) }); err != nil {
-		return err
-	}
-	if derr != nil {
-		return derr
-	}
-	c.nc.Close()
 	c.nc = nil
-	unix.CloseOnExec(fd)
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return err
-	}
 	c.fd = fd
 	return nil
 }

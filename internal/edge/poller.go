@@ -1,11 +1,11 @@
 package edge
 
 import (
-	"os"
 	"sync"
-	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/heraldrt/herald/internal/sysfd"
 )
 
 // poller is one epoll instance. It watches every connection's socket,
@@ -78,12 +78,12 @@ func (p *poller) remove(c *conn, fd int) {
 // non-blocking epoll_wait calls.
 func (p *poller) run() {
 	events := make([]unix.EpollEvent, 512)
-	rc, closeFile, err := pollable(p.epfd)
+	f, rc, err := sysfd.Pollable(p.epfd)
 	if err != nil {
 		p.runBlocking(events) // not expected on Linux
 		return
 	}
-	defer closeFile()
+	defer f.Close()
 	stopped := false
 	for !stopped {
 		err := rc.Read(func(uintptr) bool {
@@ -105,27 +105,6 @@ func (p *poller) run() {
 			return
 		}
 	}
-}
-
-// pollable registers a duplicate of the epoll descriptor with Go's
-// netpoller and returns its RawConn.
-func pollable(epfd int) (syscall.RawConn, func(), error) {
-	dup, err := unix.Dup(epfd)
-	if err != nil {
-		return nil, nil, err
-	}
-	unix.CloseOnExec(dup)
-	if err := unix.SetNonblock(dup, true); err != nil {
-		unix.Close(dup)
-		return nil, nil, err
-	}
-	f := os.NewFile(uintptr(dup), "epoll")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	return rc, func() { f.Close() }, nil
 }
 
 // runBlocking is run with a blocking epoll_wait.

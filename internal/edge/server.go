@@ -11,7 +11,7 @@ package edge
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,15 +20,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
-	"golang.org/x/sys/unix"
 
 	"github.com/heraldrt/herald/internal/apps"
 	"github.com/heraldrt/herald/internal/protocol"
 	"github.com/heraldrt/herald/internal/session"
+	"github.com/heraldrt/herald/internal/sysfd"
 )
 
 // Config tunes the endpoint. Zero values mean the defaults given.
@@ -344,30 +343,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// detach takes the socket away from the Go runtime: it duplicates the file
-// descriptor, closes the original and returns the duplicate, non-blocking.
+// detach takes the socket away from the Go runtime (sysfd.Detach).
 func detach(nc net.Conn) (int, error) {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return -1, errors.New("edge: connection has no file descriptor")
-	}
-	rc, err := sc.SyscallConn()
+	fd, err := sysfd.Detach(nc)
 	if err != nil {
-		return -1, err
-	}
-	fd := -1
-	var derr error
-	if err := rc.Control(func(f uintptr) { fd, derr = unix.Dup(int(f)) }); err != nil {
-		return -1, err
-	}
-	if derr != nil {
-		return -1, derr
-	}
-	nc.Close()
-	unix.CloseOnExec(fd)
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return -1, err
+		return -1, fmt.Errorf("edge: %w", err)
 	}
 	return fd, nil
 }
