@@ -120,7 +120,6 @@ func (b *Broker) rebalance() (added, dropped int) {
 					if !b.shards[j].has(e.name) {
 						b.shards[j].want(e.name, e.t)
 						add[j] = append(add[j], e.name)
-						b.log.Debug("redis broker: covering a channel on another shard", slog.String("channel", e.t.Channel), slog.Int("home", i), slog.Int("shard", j))
 					}
 				}
 				continue
@@ -130,7 +129,6 @@ func (b *Broker) rebalance() (added, dropped int) {
 			if !slices.Contains(cover, i) || !b.shards[cover[0]].has(e.name) {
 				b.shards[i].forget(e.name)
 				drop[i] = append(drop[i], e.name)
-				b.log.Debug("redis broker: releasing a channel's extra cover", slog.String("channel", e.t.Channel), slog.Int("home", cover[0]), slog.Int("shard", i))
 			}
 		}
 	}
