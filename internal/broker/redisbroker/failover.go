@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/redis/rueidis"
 
@@ -99,6 +100,7 @@ type named struct {
 // connections, every shard in parallel. It returns how many subscriptions
 // it added and dropped.
 func (b *Broker) rebalance() (added, dropped int) {
+	start := time.Now()
 	n := len(b.shards)
 	add := make([][]string, n)
 	drop := make([][]string, n)
@@ -152,6 +154,10 @@ func (b *Broker) rebalance() (added, dropped int) {
 		}()
 	}
 	wg.Wait()
+	if added+dropped > 0 {
+		b.log.Debug("redis broker: ring change applied", slog.Int("subscribed", added), slog.Int("released", dropped),
+			slog.Duration("took", time.Since(start)))
+	}
 	return added, dropped
 }
 

@@ -2,7 +2,9 @@ package redisbroker
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -93,13 +95,15 @@ func (c *collector) expectOther(t *testing.T, tp broker.Topic, p string, d time.
 type publisher struct {
 	mu    sync.Mutex
 	acked []int
+	sent  map[int]time.Time // sequence → when Publish was called (acknowledged ones)
+	ackAt map[int]time.Time // sequence → when Publish returned nil
 	next  int
 	stop  chan struct{}
 	done  chan struct{}
 }
 
 func startPublisher(n *node, tp broker.Topic, every time.Duration) *publisher {
-	p := &publisher{stop: make(chan struct{}), done: make(chan struct{})}
+	p := &publisher{stop: make(chan struct{}), done: make(chan struct{}), sent: map[int]time.Time{}, ackAt: map[int]time.Time{}}
 	go func() {
 		defer close(p.done)
 		tick := time.NewTicker(every)
@@ -115,11 +119,13 @@ func startPublisher(n *node, tp broker.Topic, every time.Duration) *publisher {
 			p.next++
 			p.mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			sent := time.Now()
 			err := n.br.Publish(ctx, &broker.Message{Topic: tp, Payload: []byte(strconv.Itoa(seq))})
 			cancel()
 			if err == nil {
 				p.mu.Lock()
 				p.acked = append(p.acked, seq)
+				p.sent[seq], p.ackAt[seq] = sent, time.Now()
 				p.mu.Unlock()
 			}
 		}
@@ -144,22 +150,94 @@ func (p *publisher) finish() []int {
 type failoverResult struct {
 	acked, lost, dups  int
 	failover, failback time.Duration
+	// timeline explains the losses: when each lost message was sent and
+	// acknowledged, next to the kill, the restart and both nodes' health
+	// changes of the killed shard (ms since the kill).
+	timeline []string
+}
+
+// ringLog records a node's health changes of shard i with their times.
+type ringLog struct {
+	mu  sync.Mutex
+	evs []ringEvent
+}
+
+type ringEvent struct {
+	at   time.Time
+	what string
+}
+
+func (l *ringLog) add(what string) {
+	l.mu.Lock()
+	l.evs = append(l.evs, ringEvent{time.Now(), what})
+	l.mu.Unlock()
+}
+
+// logTo is an io.Writer that adds each log line to a ringLog.
+type logTo struct {
+	name string
+	l    *ringLog
+}
+
+func (w logTo) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	// One line per topic subscribed would drown the timeline.
+	if !strings.Contains(line, `msg="redis broker: subscribe"`) && !strings.Contains(line, `msg="redis broker: unsubscribe"`) {
+		w.l.add(w.name + " " + line)
+	}
+	return len(p), nil
+}
+
+// eventLog returns a logger whose lines (without their time) go to l.
+func eventLog(name string, l *ringLog) *slog.Logger {
+	return slog.New(slog.NewTextHandler(logTo{name, l}, &slog.HandlerOptions{
+		Level: slog.LevelDebug,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+}
+
+func watchShard(t *testing.T, n *node, name string, i int, l *ringLog) {
+	stop := n.be.Ring.Watch(func(c redisx.Change) {
+		if c.Shard == i {
+			l.add(name + " " + c.From.String() + "→" + c.To.String())
+		}
+	})
+	t.Cleanup(stop)
 }
 
 // runFailover kills the home shard of a topic a publisher is publishing to
 // every 5 ms, restarts it, and counts what the subscriber missed. The
-// subscriber's monitor probes every 400 ms and the publisher's every 50 ms,
-// so the publisher moves long before the subscriber's monitor notices: the
-// worst disagreement two nodes can have.
+// subscriber's monitor probes every 700 ms, the publisher's every 100 ms, so
+// the publisher moves (after 3 failed probes: 200 to 300 ms after the kill)
+// long before the subscriber's monitor notices (700 ms or later): the worst
+// disagreement two nodes can have.
+//
+// What keeps the early-covering subscriber whole is that it covers the
+// fallback within milliseconds of losing its connection, while a publisher
+// needs DownAfter-1 probe intervals after its first failed probe (in
+// production 500 ms or more). The test keeps that margin at 200 ms: with a
+// 50 ms interval and 2 probes it was 50 ms, and one message was lost once
+// in CI, where the race detector and a dozen other test processes share
+// two cores.
 func runFailover(t *testing.T, late bool) failoverResult {
 	servers := []*redistest.Server{redistest.Start(t), redistest.Start(t), redistest.Start(t)}
 	urls := []string{servers[0].URL(), servers[1].URL(), servers[2].URL()}
-	sub := newNode(t, urls, "", Options{NodeID: "sub", lateCover: late})
-	pub := newNode(t, urls, "", Options{NodeID: "pub"})
-	startMonitor(t, sub, redisx.MonitorOptions{Interval: 400 * time.Millisecond, Grace: time.Second})
-	// UpAfter: the publisher moves back after 0.5 s of answers, by when the
-	// subscriber's manager has resubscribed the home shard.
-	startMonitor(t, pub, redisx.MonitorOptions{Interval: 50 * time.Millisecond, UpAfter: 10, Grace: time.Second})
+	var rl ringLog
+	sub := newNode(t, urls, "", Options{NodeID: "sub", lateCover: late, Log: eventLog("sub", &rl)})
+	pub := newNode(t, urls, "", Options{NodeID: "pub", Log: eventLog("pub", &rl)})
+	startMonitor(t, sub, redisx.MonitorOptions{Interval: 700 * time.Millisecond, Grace: time.Second, Log: eventLog("sub monitor", &rl)})
+	// UpAfter: the publisher moves back after 0.9 s of answers, by when the
+	// subscriber's manager has resubscribed the home shard (its reconnect
+	// backoff is at most 300 ms).
+	startMonitor(t, pub, redisx.MonitorOptions{Interval: 100 * time.Millisecond, DownAfter: 3, UpAfter: 10, Grace: time.Second,
+		Log: eventLog("pub monitor", &rl)})
+	watchShard(t, sub, "sub", 1, &rl)
+	watchShard(t, pub, "pub", 1, &rl)
 
 	moved := topicsOn(sub.be, "app", 1, 31)
 	x, moved := moved[0], moved[1:]
@@ -178,6 +256,7 @@ func runFailover(t *testing.T, late bool) failoverResult {
 
 	servers[1].Kill() // returns once the process is gone
 	killed := time.Now()
+	rl.add("shard 1 killed")
 	seqAtKill := p.nextSeq()
 	var res failoverResult
 	eventually(t, 5*time.Second, "delivery after the kill", func() bool {
@@ -217,7 +296,9 @@ func runFailover(t *testing.T, late bool) failoverResult {
 	c.expectOther(t, fresh, "fresh", 3*time.Second)
 
 	restarted := time.Now()
+	rl.add("shard 1 restarting")
 	servers[1].Restart()
+	rl.add("shard 1 restarted")
 	eventually(t, 5*time.Second, "both nodes see the shard back", func() bool {
 		return sub.be.Ring.Health(1) != redisx.Down && pub.be.Ring.Health(1) != redisx.Down
 	})
@@ -266,14 +347,26 @@ func runFailover(t *testing.T, late bool) failoverResult {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	res.acked = len(acked)
+	ms := func(at time.Time) string { return strconv.FormatInt(at.Sub(killed).Milliseconds(), 10) + "ms" }
 	for _, s := range acked {
 		switch c.got[s] {
 		case 0:
 			res.lost++
+			p.mu.Lock()
+			res.timeline = append(res.timeline, "seq "+strconv.Itoa(s)+" lost: sent "+ms(p.sent[s])+", acknowledged "+ms(p.ackAt[s]))
+			p.mu.Unlock()
 		case 1:
 		default:
 			res.dups++
+			res.timeline = append(res.timeline, "seq "+strconv.Itoa(s)+" received "+strconv.Itoa(c.got[s])+" times")
 		}
+	}
+	if res.lost+res.dups > 0 {
+		rl.mu.Lock()
+		for _, e := range rl.evs {
+			res.timeline = append(res.timeline, ms(e.at)+" "+e.what)
+		}
+		rl.mu.Unlock()
 	}
 	return res
 }
@@ -289,7 +382,7 @@ func TestFailoverLosesNoAcknowledgedMessage(t *testing.T) {
 	t.Logf("failover: first delivery %v after SIGKILL; both nodes back %v after restart; %d acknowledged, %d lost, %d duplicated",
 		r.failover.Round(time.Millisecond), r.failback.Round(time.Millisecond), r.acked, r.lost, r.dups)
 	if r.lost != 0 || r.dups != 0 {
-		t.Fatalf("lost %d and duplicated %d of %d acknowledged messages", r.lost, r.dups, r.acked)
+		t.Fatalf("lost %d and duplicated %d of %d acknowledged messages:\n%s", r.lost, r.dups, r.acked, strings.Join(r.timeline, "\n"))
 	}
 	if r.failover > 2*time.Second {
 		t.Fatalf("failover took %v", r.failover)
