@@ -151,12 +151,15 @@ type failoverResult struct {
 	acked, lost, dups  int
 	failover, failback time.Duration
 	// timeline explains the losses: when each lost message was sent and
-	// acknowledged, next to the kill, the restart and both nodes' health
-	// changes of the killed shard (ms since the kill).
+	// acknowledged, next to the kill, the restart, both nodes' health
+	// changes of the killed shard and their broker and monitor logs (ms
+	// since the kill).
 	timeline []string
 }
 
-// ringLog records a node's health changes of shard i with their times.
+// ringLog is the timeline of a failover run: the kill and restart, both
+// nodes' health changes of the killed shard and their log lines, each with
+// the time it happened.
 type ringLog struct {
 	mu  sync.Mutex
 	evs []ringEvent
